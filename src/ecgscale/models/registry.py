@@ -1,0 +1,102 @@
+"""Model registry: `create_model(name, **config)`, `list_models()` and each family's size ladder.
+
+A family registers itself with one decorator in its own module:
+
+    @register_model("resnet", ladder=resnet_ladder, default_fs=400.0, default_length=4096)
+    def resnet(**config) -> Encoder: ...
+
+A ladder is a function returning `LadderPoint`s (a name, the target encoder parameter count and the
+config that reaches it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ecgscale.errors import ConfigError
+from ecgscale.models.base import Encoder
+
+# Modules that register models; imported lazily on first registry access.
+_FAMILY_MODULES: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LadderPoint:
+    """One size of a family: `config` builds an encoder with about `target_params` parameters."""
+
+    name: str
+    target_params: int
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: its factory, optional ladder and default input shape."""
+
+    name: str
+    factory: Callable[..., Encoder]
+    ladder: Callable[[], list[LadderPoint]] | None
+    default_fs: float
+    default_length: int
+    input_kind: str
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    ladder: Callable[[], list[LadderPoint]] | None = None,
+    default_fs: float = 400.0,
+    default_length: int = 4096,
+    input_kind: str = "waveform",
+) -> Callable[[Callable[..., Encoder]], Callable[..., Encoder]]:
+    """Decorator registering an encoder factory under `name`."""
+
+    def decorate(factory: Callable[..., Encoder]) -> Callable[..., Encoder]:
+        if name in _REGISTRY:
+            raise RuntimeError(f"model {name!r} registered twice")
+        _REGISTRY[name] = ModelSpec(name, factory, ladder, default_fs, default_length, input_kind)
+        return factory
+
+    return decorate
+
+
+def _load_families() -> None:
+    for module in _FAMILY_MODULES:
+        importlib.import_module(module)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The `ModelSpec` of `name`; an unknown name is a `ConfigError` listing the known ones."""
+    _load_families()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown model {name!r}; expected one of: {', '.join(list_models())}")
+    return _REGISTRY[name]
+
+
+def list_models() -> list[str]:
+    """Names of all registered models, sorted."""
+    _load_families()
+    return sorted(_REGISTRY)
+
+
+def create_model(name: str, **config: Any) -> Encoder:
+    """Build the encoder `name` with `config` (keyword arguments of its factory)."""
+    spec = get_spec(name)
+    try:
+        return spec.factory(**config)
+    except TypeError as exc:
+        raise ConfigError(f"model {name!r}: invalid configuration {config}: {exc}") from exc
+
+
+def ladder(name: str) -> list[LadderPoint]:
+    """The size ladder of family `name`."""
+    spec = get_spec(name)
+    if spec.ladder is None:
+        raise ConfigError(f"model {name!r} has no size ladder")
+    return spec.ladder()
