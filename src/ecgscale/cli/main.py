@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import pydantic
 import typer
 from rich.console import Console
 
@@ -19,7 +20,7 @@ app = typer.Typer(
 err_console = Console(stderr=True)
 
 # Command-group modules under ecgscale.cli; each exposes `register(app: typer.Typer) -> None`.
-_COMMAND_GROUPS: tuple[str, ...] = ()
+_COMMAND_GROUPS: tuple[str, ...] = ("data",)
 
 
 def _register() -> None:
@@ -30,26 +31,28 @@ def _register() -> None:
         importlib.import_module(f"ecgscale.cli.{name}").register(app)
 
 
+def validation_message(exc: pydantic.ValidationError) -> str:
+    """One line from a pydantic error: the field path, the problem and the value given."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or exc.title
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {err['msg']} (got {err.get('input')!r}){more}"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app; a `UserError` becomes one red line and exit status 2."""
+    """Entry point: run the app; a `UserError` or invalid configuration becomes one red line and
+    exit status 2 (usage errors are reported by typer itself, also with status 2)."""
     _register()
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv)
     except UserError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
-        err_console.print("[red]aborted[/red]")
-        sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2)
-        raise
+    except pydantic.ValidationError as exc:
+        err_console.print(
+            f"[red]error:[/red] {validation_message(exc)}", highlight=False, soft_wrap=True
+        )
+        sys.exit(2)
 
 
 if __name__ == "__main__":

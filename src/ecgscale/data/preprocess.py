@@ -1,0 +1,172 @@
+"""The input contract: every record reaches a store as 12 leads in standard order, in mV, at one
+sampling rate and one length.
+
+Steps, in order (all vectorised over `(..., leads, samples)`):
+1. `harmonise_leads`: map lead names to I, II, III, aVR, aVL, aVF, V1-V6; derive missing limb leads
+   from I and II (Einthoven/Goldberger); reject records whose leads cannot be mapped.
+2. `resample`: polyphase resampling (`scipy.signal.resample_poly`) to the target rate.
+3. `filter_signal`: zero-phase Butterworth high-pass (baseline removal) and optional low-pass.
+4. `pad_or_crop`: centred zero padding or cropping to a fixed number of samples.
+
+`PreprocessConfig` holds the choices; `FAMILY_DEFAULTS` gives the documented default per model
+family, and every store's manifest records the config it was written with.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from scipy import signal as sps
+
+from ecgscale.errors import DataError
+
+STANDARD_LEADS: tuple[str, ...] = (
+    "I",
+    "II",
+    "III",
+    "aVR",
+    "aVL",
+    "aVF",
+    "V1",
+    "V2",
+    "V3",
+    "V4",
+    "V5",
+    "V6",
+)
+_CANONICAL = {name.lower(): name for name in STANDARD_LEADS}
+_ALIASES = {"avr": "aVR", "avl": "aVL", "avf": "aVF", "mlii": "II", "ml2": "II", "d1": "I"}
+
+
+class PreprocessConfig(BaseModel):
+    """How raw records become store rows.
+
+    Attributes:
+        fs: target sampling rate in Hz.
+        length: target number of samples (centred pad/crop).
+        highpass_hz: cut-off of the baseline-removal high-pass (None: no high-pass).
+        lowpass_hz: cut-off of the low-pass (None: none); must be below fs / 2.
+        filter_order: Butterworth order of each filter (applied forwards and backwards).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fs: float = Field(400.0, gt=0)
+    length: int = Field(4096, gt=0)
+    highpass_hz: float | None = Field(0.5, gt=0)
+    lowpass_hz: float | None = Field(None, gt=0)
+    filter_order: int = Field(2, ge=1, le=8)
+
+
+#: Documented default input contract per model family (README, "Input contract").
+FAMILY_DEFAULTS: dict[str, PreprocessConfig] = {
+    # Ribeiro et al. 2020 / CODE: 400 Hz, 4096 samples (10.24 s), baseline removed.
+    "resnet": PreprocessConfig(fs=400.0, length=4096, highpass_hz=0.5),
+    # HeartLang-style beat tokens: 100 Hz, 10 s, 0.5-45 Hz band-pass.
+    "beat_transformer": PreprocessConfig(fs=100.0, length=1000, highpass_hz=0.5, lowpass_hz=45.0),
+    # PTB-XL benchmark models (xresnet1d, InceptionTime): 100 Hz, 10 s.
+    "ptbxl_benchmark": PreprocessConfig(fs=100.0, length=1000, highpass_hz=0.5),
+}
+
+
+def canonical_lead(name: str) -> str | None:
+    """Standard name of lead `name` (case-insensitive, common aliases), or None if unknown."""
+    key = name.strip().lower()
+    return _CANONICAL.get(key) or _ALIASES.get(key)
+
+
+def harmonise_leads(x: np.ndarray, leads: list[str] | tuple[str, ...]) -> np.ndarray:
+    """Reorder `x` `(..., len(leads), samples)` to the 12 standard leads.
+
+    Missing III, aVR, aVL, aVF are derived from I and II; a missing I or II is derived from
+    the other and III when possible. Raises `DataError` when a precordial lead or the limb pair
+    is missing.
+    """
+    names = [canonical_lead(lead) for lead in leads]
+    index = {name: i for i, name in enumerate(names) if name is not None}
+    out = np.empty((*x.shape[:-2], 12, x.shape[-1]), dtype=np.float32)
+
+    def get(name: str) -> np.ndarray | None:
+        return x[..., index[name], :] if name in index else None
+
+    lead_i, lead_ii, lead_iii = get("I"), get("II"), get("III")
+    if lead_i is None and lead_ii is not None and lead_iii is not None:
+        lead_i = lead_ii - lead_iii
+    if lead_ii is None and lead_i is not None and lead_iii is not None:
+        lead_ii = lead_i + lead_iii
+    if lead_i is None or lead_ii is None:
+        raise DataError(f"leads {list(leads)}: need two of I, II, III to build the limb leads")
+    derived = {
+        "I": lead_i,
+        "II": lead_ii,
+        "III": lead_ii - lead_i,
+        "aVR": -(lead_i + lead_ii) / 2,
+        "aVL": lead_i - lead_ii / 2,
+        "aVF": lead_ii - lead_i / 2,
+    }
+    for k, name in enumerate(STANDARD_LEADS):
+        measured = get(name)
+        if measured is not None:
+            out[..., k, :] = measured
+        elif name in derived:
+            out[..., k, :] = derived[name]
+        else:
+            raise DataError(f"leads {list(leads)}: precordial lead {name} is missing")
+    return out
+
+
+def resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
+    """Polyphase resampling of `x` `(..., samples)` from `fs_in` to `fs_out` Hz (float32)."""
+    if fs_in == fs_out:
+        return x.astype(np.float32, copy=False)
+    ratio = Fraction(fs_out / fs_in).limit_denominator(1000)
+    y = sps.resample_poly(x, ratio.numerator, ratio.denominator, axis=-1)
+    return y.astype(np.float32, copy=False)
+
+
+def filter_signal(x: np.ndarray, fs: float, config: PreprocessConfig) -> np.ndarray:
+    """Zero-phase Butterworth high-pass and/or low-pass of `x` `(..., samples)` at `fs` Hz."""
+    bands = []
+    if config.highpass_hz is not None:
+        bands.append(("highpass", config.highpass_hz))
+    if config.lowpass_hz is not None:
+        if config.lowpass_hz >= fs / 2:
+            raise DataError(f"lowpass_hz={config.lowpass_hz} must be below fs/2={fs / 2}")
+        bands.append(("lowpass", config.lowpass_hz))
+    for kind, cutoff in bands:
+        sos = sps.butter(config.filter_order, cutoff, btype=kind, fs=fs, output="sos")
+        padlen = min(x.shape[-1] - 1, 3 * (2 * len(sos) + 1) * 10)
+        x = sps.sosfiltfilt(sos, x, axis=-1, padlen=padlen)
+    return x.astype(np.float32, copy=False)
+
+
+def pad_or_crop(x: np.ndarray, length: int) -> np.ndarray:
+    """Centred zero padding or cropping of `x` `(..., samples)` to `length` samples."""
+    n = x.shape[-1]
+    if n == length:
+        return x
+    if n > length:
+        start = (n - length) // 2
+        return x[..., start : start + length]
+    out = np.zeros((*x.shape[:-1], length), dtype=x.dtype)
+    start = (length - n) // 2
+    out[..., start : start + n] = x
+    return out
+
+
+def preprocess(
+    x: np.ndarray, fs: float, leads: list[str] | tuple[str, ...], config: PreprocessConfig
+) -> np.ndarray:
+    """Apply the whole contract to `x` `(..., leads, samples)` in mV at `fs` Hz.
+
+    Returns float32 `(..., 12, config.length)`. Raises `DataError` for non-finite values or leads
+    that cannot be mapped.
+    """
+    if not np.all(np.isfinite(x)):
+        raise DataError("signal contains NaN or infinite values")
+    y = harmonise_leads(np.asarray(x, dtype=np.float32), leads)
+    y = resample(y, fs, config.fs)
+    y = filter_signal(y, config.fs, config)
+    return np.ascontiguousarray(pad_or_crop(y, config.length))
