@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from ecgscale.data.preprocess import PreprocessConfig, filter_signal
 from ecgscale.data.readers import Skip, get_reader
 from ecgscale.data.store import Store, StoreWriter
 from ecgscale.data.synth import CODE_LABELS, EXTRA_LABELS, SynthConfig, iter_synthetic
+from ecgscale.errors import ConfigError
 
 Progress = Callable[[int], None]
 
@@ -33,6 +35,9 @@ def prepare(
     reader = get_reader(name)
     if name == "ptbxl":
         reader_options.setdefault("target_fs", config.fs)
+    unknown = sorted(set(reader_options) - set(inspect.signature(reader).parameters))
+    if unknown:
+        raise ConfigError(f"dataset {name!r} takes no option {', '.join(unknown)}")
     source = reader(Path(src), **reader_options)
     with StoreWriter(
         out,

@@ -75,8 +75,7 @@ class StoreWriter:
     Args:
         out: the store directory to create.
         config: the preprocessing (input contract) applied to every record.
-        capacity: upper bound on the number of records (the memory map is sized to it and
-            truncated on close).
+        capacity: upper bound on the number of records (checked as records arrive).
         name: dataset name for the manifest.
         label_sets: label vocabulary per set, e.g. {"superdiagnostic": ["CD", "HYP", ...]};
             records carry `labels_<set>` lists in their meta.
@@ -115,16 +114,11 @@ class StoreWriter:
         self.tmp.mkdir(parents=True)
         self._dtype = np.dtype("<i2")
         self._signals_path = self.tmp / "signals.npy"
-        with open(self._signals_path, "wb") as fh:
-            fh.write(_npy_header((capacity, 12, config.length), self._dtype))
-            fh.truncate(_HEADER_BYTES + capacity * 12 * config.length * self._dtype.itemsize)
-        self._mm = np.memmap(
-            self._signals_path,
-            dtype=self._dtype,
-            mode="r+",
-            offset=_HEADER_BYTES,
-            shape=(capacity, 12, config.length),
-        )
+        # Plain sequential writes (not a writable memory map): written pages go to the page cache
+        # and never count towards this process's resident memory.
+        self._fh = open(self._signals_path, "wb")
+        self._fh.write(_npy_header((capacity, 12, config.length), self._dtype))
+        self._row_bytes = 12 * config.length * self._dtype.itemsize
         self._hash = hashlib.blake2b(digest_size=16)
         self._rows: list[dict[str, Any]] = []
         self._ids: set[str] = set()
@@ -182,8 +176,9 @@ class StoreWriter:
         q = np.rint(np.asarray(x[keep], dtype=np.float32) / SCALE_MV)
         self.clipped_samples += int(np.count_nonzero(np.abs(q) > 32767))
         q = np.clip(q, -32767, 32767).astype(self._dtype)
-        self._mm[start : start + len(keep)] = q
-        self._hash.update(q.tobytes())
+        buffer = q.tobytes()
+        self._fh.write(buffer)
+        self._hash.update(buffer)
         self._rows.extend(rows[i] for i in keep)
         return len(keep)
 
@@ -226,14 +221,13 @@ class StoreWriter:
     def close(self) -> Store:
         """Finish the store: truncate the memory map, write metadata and manifest, rename."""
         n = len(self._rows)
-        self._mm.flush()
-        del self._mm
+        self._fh.close()
         if n == 0:
             self.abort()
             raise DataError(f"{self.name}: every record was skipped ({self._skip_summary()})")
         with open(self._signals_path, "r+b") as fh:
             fh.write(_npy_header((n, 12, self.config.length), self._dtype))
-            fh.truncate(_HEADER_BYTES + n * 12 * self.config.length * self._dtype.itemsize)
+            fh.truncate(_HEADER_BYTES + n * self._row_bytes)
         meta = self._meta_frame()
         meta.to_parquet(self.tmp / "meta.parquet", index=False)
         manifest = {
@@ -266,8 +260,7 @@ class StoreWriter:
 
     def abort(self) -> None:
         """Remove the temporary directory (an interrupted prepare leaves nothing behind)."""
-        if hasattr(self, "_mm"):
-            del self._mm
+        self._fh.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def _skip_summary(self) -> str:

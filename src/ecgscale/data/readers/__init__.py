@@ -50,7 +50,14 @@ class Source:
 ReaderFn = Callable[..., Source]
 _READERS: dict[str, ReaderFn] = {}
 # Modules that register readers; imported lazily on first registry access.
-_READER_MODULES: tuple[str, ...] = ("ecgscale.data.readers.ptbxl",)
+_READER_MODULES: tuple[str, ...] = (
+    "ecgscale.data.readers.ptbxl",
+    "ecgscale.data.readers.physionet2021",
+    "ecgscale.data.readers.cpsc2018",
+    "ecgscale.data.readers.code15",
+    "ecgscale.data.readers.mimic_iv_ecg",
+    "ecgscale.data.readers.generic",
+)
 
 
 def register_reader(name: str) -> Callable[[ReaderFn], ReaderFn]:

@@ -32,24 +32,11 @@ from ecgscale.errors import DataError
 
 TASK_SETS = ("all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm")
 _EXTRA_COLUMNS = (
-    "height",
-    "weight",
-    "nurse",
-    "site",
-    "device",
-    "recording_date",
-    "report",
-    "heart_axis",
-    "infarction_stadium1",
-    "infarction_stadium2",
-    "validated_by_human",
-    "baseline_drift",
-    "static_noise",
-    "burst_noise",
-    "electrodes_problems",
-    "extra_beats",
-    "pacemaker",
-)
+    "height", "weight", "nurse", "site", "device", "recording_date", "report", "heart_axis",
+    "infarction_stadium1", "infarction_stadium2", "validated_by_human", "baseline_drift",
+    "static_noise", "burst_noise", "electrodes_problems", "extra_beats", "pacemaker",
+    "filename_lr", "filename_hr",
+)  # fmt: skip
 
 
 def load_statements(src: Path) -> pd.DataFrame:
