@@ -1,0 +1,412 @@
+"""Evaluation metrics on arrays, and percentile bootstrap intervals over records.
+
+Shapes: binary and multi-label metrics take `y_true` 0/1 and `y_score` of the same shape,
+`(records,)` or `(records, classes)`; multi-class metrics take integer labels `(records,)` and
+class probabilities `(records, classes)`; regression metrics take `(records,)` or
+`(records, targets)`.
+
+Per-class metrics return a `ClassMetric`: the per-class values, the macro mean over the classes
+where the metric is defined, and the indices of the classes skipped (AUROC/AUPRC: a single label
+value in the data; F1: no positive label).
+
+Bootstrap intervals resample records with replacement. A resample is represented by integer counts
+`(replicates, records)`, so each statistic below (`weighted_*`, and
+`ecgscale.evaluate.challenge2021.challenge_statistic`) evaluates a whole batch of resamples with
+array operations instead of a Python loop over replicates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import (
+    average_precision_score,
+    mean_absolute_error,
+    r2_score,
+    roc_auc_score,
+)
+
+from ecgscale.errors import UserError
+
+Statistic = Callable[..., np.ndarray]
+"""`statistic(*arrays, weights)` with weights `(replicates, records)` -> `(replicates,)`."""
+
+_BOOTSTRAP_BATCH = 64
+
+
+@dataclass(frozen=True, eq=False)
+class ClassMetric:
+    """A per-class metric with its macro mean.
+
+    Attributes:
+        macro: mean over the classes where the metric is defined (NaN when there is none).
+        per_class: `(classes,)` float64, NaN for skipped classes.
+        skipped: indices of the classes where the metric is undefined.
+    """
+
+    macro: float
+    per_class: np.ndarray
+    skipped: tuple[int, ...]
+
+
+def _binary_pair(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both as `(records, classes)`; labels must be 0/1 and shapes must match."""
+    y_true, y_score = np.asarray(y_true), np.asarray(y_score, dtype=np.float64)
+    if y_true.shape != y_score.shape or y_true.ndim not in (1, 2) or y_true.shape[0] == 0:
+        raise UserError(
+            f"labels {y_true.shape} and scores {y_score.shape}: expected the same non-empty shape "
+            "(records,) or (records, classes)"
+        )
+    if not np.isin(y_true, (0, 1)).all():
+        raise UserError("labels: expected 0/1 values for a binary or multi-label metric")
+    if not np.isfinite(y_score).all():
+        raise UserError("scores: expected finite values")
+    if y_true.ndim == 1:
+        return y_true[:, None].astype(bool), y_score[:, None]
+    return y_true.astype(bool), y_score
+
+
+def _single_valued(y: np.ndarray) -> np.ndarray:
+    """`(classes,)` bool: the class has only positives or only negatives."""
+    return y.all(axis=0) | ~y.any(axis=0)
+
+
+def _per_class(
+    fn: Callable[[np.ndarray, np.ndarray], float], y: np.ndarray, s: np.ndarray, skip: np.ndarray
+) -> ClassMetric:
+    values = np.full(y.shape[1], np.nan)
+    for j in np.flatnonzero(~skip):
+        values[j] = fn(y[:, j], s[:, j])
+    macro = float(np.mean(values[~skip])) if (~skip).any() else float("nan")
+    return ClassMetric(macro, values, tuple(int(j) for j in np.flatnonzero(skip)))
+
+
+def auroc(y_true: np.ndarray, y_score: np.ndarray) -> ClassMetric:
+    """Area under the ROC curve per class (scikit-learn); single-valued classes are skipped."""
+    y, s = _binary_pair(y_true, y_score)
+    return _per_class(roc_auc_score, y, s, _single_valued(y))
+
+
+def auprc(y_true: np.ndarray, y_score: np.ndarray) -> ClassMetric:
+    """Average precision (area under the precision-recall step curve, scikit-learn) per class.
+
+    Single-valued classes are skipped, as for AUROC.
+    """
+    y, s = _binary_pair(y_true, y_score)
+    return _per_class(average_precision_score, y, s, _single_valued(y))
+
+
+def tune_thresholds(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
+    """Per-class decision thresholds `(classes,)` that maximise F1 on (validation) data.
+
+    A record is predicted positive when `score >= threshold`. The threshold lies halfway between the
+    lowest score predicted positive at the F1 optimum and the next lower distinct score (-inf when
+    every record is predicted positive), so that it generalises to unseen scores. A class with no
+    positive gets +inf (never predicted). Ties in F1 go to the higher threshold.
+    """
+    y, s = _binary_pair(y_true, y_score)
+    thresholds = np.full(y.shape[1], np.inf)
+    for j in np.flatnonzero(y.any(axis=0)):
+        order = np.argsort(-s[:, j], kind="stable")
+        scores, hits = s[order, j], y[order, j]
+        tp = np.cumsum(hits)
+        ends = np.flatnonzero(np.r_[scores[1:] != scores[:-1], True])  # last index of each tie
+        f1 = 2 * tp[ends] / (ends + 1 + tp[-1])  # 2TP / (TP + FP + P); TP + FP = index + 1
+        best = ends[int(np.argmax(f1))]
+        lower = scores[best + 1] if best + 1 < len(scores) else -np.inf
+        thresholds[j] = 0.5 * (scores[best] + lower) if np.isfinite(lower) else -np.inf
+    return thresholds
+
+
+def f1_at_thresholds(
+    y_true: np.ndarray, y_score: np.ndarray, thresholds: np.ndarray
+) -> ClassMetric:
+    """F1 per class of `score >= threshold` decisions; classes without a positive label skipped."""
+    y, s = _binary_pair(y_true, y_score)
+    thresholds = np.broadcast_to(np.asarray(thresholds, np.float64), (y.shape[1],))
+    weights = np.ones((1, y.shape[0]))
+    per_class = _weighted_f1_per_class(y, s >= thresholds, weights)[0]
+    skip = ~y.any(axis=0)
+    macro = float(np.mean(per_class[~skip])) if (~skip).any() else float("nan")
+    return ClassMetric(macro, per_class, tuple(int(j) for j in np.flatnonzero(skip)))
+
+
+def _is_multiclass(y_true: np.ndarray, y_prob: np.ndarray) -> bool:
+    return np.ndim(y_true) == 1 and np.ndim(y_prob) == 2
+
+
+def _multiclass_pair(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    labels, probs = np.asarray(labels), np.asarray(probs, dtype=np.float64)
+    if labels.ndim != 1 or probs.ndim != 2 or probs.shape[0] != labels.shape[0]:
+        raise UserError(
+            f"labels {labels.shape} and scores {probs.shape}: expected (records,) class indices "
+            "and (records, classes) scores"
+        )
+    if labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
+        raise UserError("labels: expected a non-empty array of integer class indices")
+    if labels.min() < 0 or labels.max() >= probs.shape[1]:
+        raise UserError(f"labels: expected class indices in [0, {probs.shape[1] - 1}]")
+    return labels, probs
+
+
+def _check_probabilities(p: np.ndarray) -> None:
+    if not np.all((p >= 0) & (p <= 1)):
+        raise UserError("probabilities: expected values in [0, 1]")
+
+
+def _brier_per_record(y_true: np.ndarray, y_prob: np.ndarray) -> np.ndarray:
+    """`(records,)` squared error: summed over classes (multi-class), mean over labels otherwise."""
+    if _is_multiclass(y_true, y_prob):
+        labels, probs = _multiclass_pair(y_true, y_prob)
+        _check_probabilities(probs)
+        onehot = np.eye(probs.shape[1])[labels]
+        return ((probs - onehot) ** 2).sum(axis=1)
+    y, p = _binary_pair(y_true, y_prob)
+    _check_probabilities(p)
+    return ((p - y) ** 2).mean(axis=1)
+
+
+def brier_score(y_true: np.ndarray, y_prob: np.ndarray) -> float:
+    """Mean squared error of probabilities.
+
+    Binary/multi-label (`y_true` 0/1 of `y_prob`'s shape): mean over records and labels, which is
+    the macro mean of the per-label Brier scores. Multi-class (integer `y_true (records,)`,
+    `y_prob (records, classes)`): Brier's original definition, the squared distance to the one-hot
+    label summed over classes, averaged over records (range 0 to 2).
+    """
+    return float(_brier_per_record(y_true, y_prob).mean())
+
+
+def expected_calibration_error(y_true: np.ndarray, y_prob: np.ndarray, n_bins: int = 15) -> float:
+    """Expected calibration error with `n_bins` equal-width probability bins on [0, 1].
+
+    Bin b holds probabilities in `[b/n_bins, (b+1)/n_bins)` (the last bin includes 1).
+    ECE = sum over bins of (records in bin / records) * |mean outcome - mean probability|.
+    Binary/multi-label: computed per label on the probability of the positive class, then averaged
+    over labels. Multi-class: the top-label ECE of Guo et al. (2017): the confidence (largest
+    probability) against whether the arg-max class is correct.
+    """
+    if n_bins < 1:
+        raise UserError(f"n_bins={n_bins}: expected a positive number of bins")
+    if _is_multiclass(y_true, y_prob):
+        labels, probs = _multiclass_pair(y_true, y_prob)
+        _check_probabilities(probs)
+        p = probs.max(axis=1)[:, None]
+        outcome = (probs.argmax(axis=1) == labels)[:, None].astype(np.float64)
+    else:
+        y, p = _binary_pair(y_true, y_prob)
+        _check_probabilities(p)
+        outcome = y.astype(np.float64)
+    n, k = p.shape
+    bins = np.minimum((p * n_bins).astype(np.int64), n_bins - 1) + n_bins * np.arange(k)
+    gap = np.bincount(bins.ravel(), (outcome - p).ravel(), minlength=n_bins * k)
+    return float(np.abs(gap).reshape(k, n_bins).sum(axis=1).mean() / n)
+
+
+def accuracy(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Multi-class accuracy: the fraction of records whose arg-max score is the label."""
+    labels, scores = _multiclass_pair(labels, scores)
+    return float(np.mean(scores.argmax(axis=1) == labels))
+
+
+def _regression_pair(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y_true, y_pred = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
+    if y_true.shape != y_pred.shape or y_true.ndim not in (1, 2) or y_true.shape[0] < 2:
+        raise UserError(
+            f"targets {y_true.shape} and predictions {y_pred.shape}: expected the same shape "
+            "(records,) or (records, targets) with at least 2 records"
+        )
+    if not (np.isfinite(y_true).all() and np.isfinite(y_pred).all()):
+        raise UserError("regression targets and predictions: expected finite values")
+    return y_true.reshape(len(y_true), -1), y_pred.reshape(len(y_pred), -1)
+
+
+def mae(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean absolute error in the target's units, averaged over targets (scikit-learn)."""
+    return float(mean_absolute_error(*_regression_pair(y_true, y_pred)))
+
+
+def r2(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Coefficient of determination, averaged over targets (scikit-learn)."""
+    return float(r2_score(*_regression_pair(y_true, y_pred)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Statistics under record weights `(replicates, records)`, vectorised over replicates.
+
+
+def _weighted_ranking_curves(
+    y: np.ndarray, s: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted positives and negatives per distinct score, highest score first: `(B, groups)`."""
+    order = np.argsort(-s, kind="stable")
+    scores = s[order]
+    starts = np.flatnonzero(np.r_[True, scores[1:] != scores[:-1]])
+    w = weights[:, order]
+    pos = np.add.reduceat(w * y[order], starts, axis=1)
+    neg = np.add.reduceat(w * ~y[order], starts, axis=1)
+    return pos, neg
+
+
+def _weighted_macro(
+    per_class: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    y_true: np.ndarray,
+    y_score: np.ndarray,
+    weights: np.ndarray,
+) -> np.ndarray:
+    """Mean over classes, skipping single-valued classes of the data and, per replicate, classes
+    without a weighted positive or negative; NaN for a replicate with no usable class."""
+    y, s = _binary_pair(y_true, y_score)
+    w = np.atleast_2d(np.asarray(weights, np.float64))
+    values = np.full((w.shape[0], y.shape[1]), np.nan)
+    for j in np.flatnonzero(~_single_valued(y)):
+        pos, neg = _weighted_ranking_curves(y[:, j], s[:, j], w)
+        p_tot, n_tot = pos.sum(axis=1), neg.sum(axis=1)
+        ok = (p_tot > 0) & (n_tot > 0)
+        values[ok, j] = per_class(pos[ok], neg[ok])
+    with np.errstate(invalid="ignore"):
+        count = np.isfinite(values).sum(axis=1)
+        return np.where(count > 0, np.nansum(values, axis=1) / np.maximum(count, 1), np.nan)
+
+
+def _auroc_from_curves(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    neg_below = neg.sum(axis=1, keepdims=True) - np.cumsum(neg, axis=1)
+    return (pos * (neg_below + 0.5 * neg)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
+
+
+def _auprc_from_curves(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    tp, fp = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
+    precision = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=(tp + fp) > 0)
+    return (pos * precision).sum(axis=1) / pos.sum(axis=1)
+
+
+def weighted_auroc(y_true: np.ndarray, y_score: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Macro AUROC `(replicates,)` under record weights (ties count one half, as scikit-learn)."""
+    return _weighted_macro(_auroc_from_curves, y_true, y_score, weights)
+
+
+def weighted_auprc(y_true: np.ndarray, y_score: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Macro average precision `(replicates,)` under record weights (scikit-learn's definition)."""
+    return _weighted_macro(_auprc_from_curves, y_true, y_score, weights)
+
+
+def _weighted_f1_per_class(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """`(replicates, classes)` F1 of bool decisions; NaN where a class has no weighted positive."""
+    yf, pf = y.astype(np.float64), pred.astype(np.float64)
+    tp = weights @ (yf * pf)
+    positives = weights @ yf
+    predicted = weights @ pf
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(positives > 0, 2 * tp / (positives + predicted), np.nan)
+
+
+def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Macro F1 `(replicates,)` of 0/1 decisions `y_pred` (for example `score >= threshold`)."""
+    y, pred = _binary_pair(y_true, y_pred)
+    values = _weighted_f1_per_class(y, pred > 0.5, np.atleast_2d(np.asarray(weights, np.float64)))
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(values).any(axis=1), np.nanmean(values, axis=1), np.nan)
+
+
+def _weighted_mean(per_record: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    w = np.atleast_2d(np.asarray(weights, np.float64))
+    return (w @ per_record) / w.sum(axis=1)
+
+
+def weighted_brier(y_true: np.ndarray, y_prob: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """`brier_score` `(replicates,)` under record weights."""
+    return _weighted_mean(_brier_per_record(y_true, y_prob), weights)
+
+
+def weighted_accuracy(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Multi-class `accuracy` `(replicates,)` under record weights."""
+    labels, scores = _multiclass_pair(labels, scores)
+    return _weighted_mean((scores.argmax(axis=1) == labels).astype(np.float64), weights)
+
+
+def weighted_mae(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """`mae` `(replicates,)` under record weights."""
+    y, p = _regression_pair(y_true, y_pred)
+    return _weighted_mean(np.abs(y - p).mean(axis=1), weights)
+
+
+def weighted_r2(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """`r2` `(replicates,)` under record weights; NaN where a target is constant in a resample."""
+    y, p = _regression_pair(y_true, y_pred)
+    w = np.atleast_2d(np.asarray(weights, np.float64))
+    total = w.sum(axis=1, keepdims=True)
+    mean = (w @ y) / total  # (B, targets)
+    residual = w @ (y - p) ** 2
+    spread = w @ y**2 - total * mean**2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(spread > 1e-12 * (w @ y**2), residual / spread, np.nan)
+    return 1.0 - ratio.mean(axis=1)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A percentile bootstrap interval.
+
+    Attributes:
+        estimate: the statistic on the data as given.
+        low, high: the `(1 - level) / 2` and `(1 + level) / 2` percentiles over resamples.
+        level: coverage, e.g. 0.95.
+        n_boot: resamples drawn; n_valid: those where the statistic was defined (not NaN).
+    """
+
+    estimate: float
+    low: float
+    high: float
+    level: float
+    n_boot: int
+    n_valid: int
+
+
+def bootstrap_counts(n_records: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """`(n_boot, n_records)` float64 counts of each record in resamples drawn with replacement."""
+    draws = rng.integers(0, n_records, size=(n_boot, n_records))
+    flat = (draws + n_records * np.arange(n_boot)[:, None]).ravel()
+    counts = np.bincount(flat, minlength=n_boot * n_records)
+    return counts.reshape(n_boot, n_records).astype(np.float64)
+
+
+def bootstrap_ci(
+    statistic: Statistic,
+    *arrays: np.ndarray,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """Percentile bootstrap interval of `statistic(*arrays, weights)` over records.
+
+    `arrays` share their first axis (records). Resamples are drawn in batches from
+    `numpy.random.default_rng(seed)`, so the interval depends only on the data, `n_boot` and `seed`.
+    Resamples where the statistic is undefined (NaN, e.g. no positive left) are dropped and counted
+    in `n_valid`.
+
+    Example: `bootstrap_ci(weighted_auroc, y_true, y_score, seed=0)`.
+    """
+    if not 0 < level < 1:
+        raise UserError(f"level={level}: expected a coverage strictly between 0 and 1")
+    if n_boot < 1:
+        raise UserError(f"n_boot={n_boot}: expected at least one resample")
+    n = len(arrays[0])
+    if any(len(a) != n for a in arrays):
+        raise UserError(
+            f"bootstrap arrays: expected {n} records in each, got {[len(a) for a in arrays]}"
+        )
+    estimate = float(statistic(*arrays, np.ones((1, n)))[0])
+    rng = np.random.default_rng(seed)
+    values = np.concatenate(
+        [
+            statistic(*arrays, bootstrap_counts(n, min(_BOOTSTRAP_BATCH, n_boot - start), rng))
+            for start in range(0, n_boot, _BOOTSTRAP_BATCH)
+        ]
+    )
+    valid = values[np.isfinite(values)]
+    if valid.size == 0:
+        return Interval(estimate, float("nan"), float("nan"), level, n_boot, 0)
+    low, high = np.quantile(valid, [(1 - level) / 2, (1 + level) / 2])
+    return Interval(estimate, float(low), float(high), level, n_boot, int(valid.size))
