@@ -62,6 +62,16 @@ def prepare_cmd(
     rate: Annotated[
         int | None, typer.Option(help="Source rate where a dataset has several.")
     ] = None,
+    scoring: Annotated[
+        Path | None, typer.Option(help="physionet2021: folder of the official scoring tables.")
+    ] = None,
+    outcomes: Annotated[
+        Path | None, typer.Option(help="mimic_iv_ecg: CSV keyed by study_id or subject_id.")
+    ] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option("--option", "-o", help="Reader option KEY=VALUE (repeatable)."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of folds when the source has none.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing store.")] = False,
 ) -> None:
@@ -79,7 +89,13 @@ def prepare_cmd(
         highpass_hz=(highpass or None) if family is None else base.highpass_hz,
         lowpass_hz=(lowpass or None) if family is None else base.lowpass_hz,
     )
-    options = {"rate": rate} if rate is not None else {}
+    given = {"rate": rate, "scoring": scoring, "outcomes": outcomes}
+    options = {key: value for key, value in given.items() if value is not None}
+    for item in option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--option {item!r}: expected KEY=VALUE")
+        options[key.strip()] = value
     with _progress() as bar:
         task = bar.add_task(f"prepare {name}", total=None)
         store = prepare(

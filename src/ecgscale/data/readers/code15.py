@@ -74,7 +74,11 @@ def _tracings(path: Path, rows: int | None = None) -> tuple[h5py.File, h5py.Data
         raise DataError(f"{path}: no dataset 'tracings'")
     tracings = handle["tracings"]
     shape = tracings.shape
-    if len(shape) != 3 or shape[2] != len(STANDARD_LEADS) or (rows is not None and shape[0] != rows):
+    if (
+        len(shape) != 3
+        or shape[2] != len(STANDARD_LEADS)
+        or (rows is not None and shape[0] != rows)
+    ):
         handle.close()
         expected = f"({rows if rows is not None else 'exams'}, samples, 12)"
         raise DataError(f"{path}: tracings have shape {shape}, expected {expected}")
@@ -121,7 +125,7 @@ def read_code(src: Path, *, chunk: int = CHUNK) -> Source:
     def records() -> Iterator[Record | Skip]:
         for rid in exams.loc[duplicated, "exam_id"]:
             yield Skip(str(rid), "duplicate exam_id in exams.csv (the first row is used)")
-        for path, ids in zip(parts, ids_per_part):
+        for path, ids in zip(parts, ids_per_part, strict=True):
             handle, tracings = _tracings(path, rows=len(ids))
             with handle:
                 for start, block in iter_chunks(tracings, chunk):
@@ -161,7 +165,7 @@ def _record(row: pd.Series, flags: np.ndarray, signal: np.ndarray, part: str) ->
         "sex": None if pd.isna(sex) else ("M" if str(sex).lower() in ("true", "1") else "F"),
         "trace_file": part,
         **{c: row[c] for c in _EXTRA if c in row.index},
-        "labels_code": [c for c, on in zip(CODE_LABELS, flags) if on],
+        "labels_code": [c for c, on in zip(CODE_LABELS, flags, strict=True) if on],
     }
     patient_id = f"exam{exam}" if pd.isna(patient) else str(int(patient))
     return Record(signal, FS, STANDARD_LEADS, exam, patient_id, meta)
@@ -192,7 +196,9 @@ def read_code_test(src: Path, *, chunk: int = CHUNK) -> Source:
                 for i, signal in enumerate(block, start):
                     meta = {
                         "source": "code_test",
-                        "labels_code": [c for c, on in zip(CODE_LABELS, labels[i]) if on],
+                        "labels_code": [
+                            c for c, on in zip(CODE_LABELS, labels[i], strict=True) if on
+                        ],
                     }
                     if attributes is not None:
                         meta["age"] = attributes["age"].iloc[i]

@@ -3,7 +3,7 @@
 Expected layout (any folder depth; every `<rec>.hea` with its `<rec>.mat` is one record)::
 
     SRC/training/<database>/g<k>/<rec>.hea   WFDB header, see below
-    SRC/training/<database>/g<k>/<rec>.mat   MATLAB v4 file with one variable `val`: int16 (leads, N)
+    SRC/training/<database>/g<k>/<rec>.mat   MATLAB v4 file, one variable `val`: int16 (leads, N)
     SCORING/dx_mapping_scored.csv            the 30 scored codes (SNOMEDCTCode, Abbreviation, ...)
     SCORING/dx_mapping_unscored.csv          the unscored codes, same columns
     SCORING/weights.csv                      26 x 26 reward matrix; equivalent codes written `a|b`
@@ -74,7 +74,14 @@ _FOLDERS = {
     "ningbo": "ningbo",
     "wfdb_ningbo": "ningbo",
 }
-_PREFIXES = {"A": "cpsc", "Q": "cpsc_extra", "I": "incart", "S": "ptb", "HR": "ptbxl", "E": "georgia"}
+_PREFIXES = {
+    "A": "cpsc",
+    "Q": "cpsc_extra",
+    "I": "incart",
+    "S": "ptb",
+    "HR": "ptbxl",
+    "E": "georgia",
+}
 FIRST_NINGBO = 10647  # JS10647-JS45551 are Ningbo, lower JS numbers Chapman-Shaoxing
 _GAIN = re.compile(r"^([-+0-9.eE]+)(?:\(([-+0-9]+)\))?(?:/(\S+))?$")
 _MISSING = {"", "nan", "unknown", "none"}
@@ -192,10 +199,10 @@ def _sex(text: str, path: Path) -> str | None:
 def read_signal(path: Path, header: Header) -> np.ndarray:
     """float32 `(leads, samples)` mV from the `.mat` next to header `path`."""
     mat = path.with_suffix(".mat")
+    if not mat.is_file():
+        raise DataError(f"{mat}: signal file not found")
     try:
         content = scipy.io.loadmat(mat)
-    except FileNotFoundError:
-        raise DataError(f"{mat}: signal file not found") from None
     except Exception as exc:  # scipy raises several types for corrupt files
         raise DataError(f"{mat}: unreadable MAT file ({type(exc).__name__}: {exc})") from None
     if "val" not in content:
@@ -214,7 +221,8 @@ def _mapping(path: Path) -> dict[str, str]:
     frame = pd.read_csv(path, dtype=str)
     if not {"SNOMEDCTCode", "Abbreviation"} <= set(frame.columns):
         raise DataError(f"{path}: expected columns SNOMEDCTCode and Abbreviation")
-    return dict(zip(frame["SNOMEDCTCode"].str.strip(), frame["Abbreviation"].str.strip()))
+    codes, names = frame["SNOMEDCTCode"].str.strip(), frame["Abbreviation"].str.strip()
+    return dict(zip(codes, names, strict=True))
 
 
 @register_reader("physionet2021")
@@ -254,13 +262,11 @@ def read_physionet2021(src: Path, *, scoring: str | Path | None = None) -> Sourc
         except DataError as exc:
             headers.append(exc)
     unknown = sorted(code for code in seen if code not in abbreviations)
-    unknown_records = {
-        code: [p.stem for p, h in zip(paths, headers) if isinstance(h, Header) and code in h.dx]
-        for code in unknown
-    }
+    parsed = [h for h in headers if isinstance(h, Header)]
+    unknown_records = {code: [h.name for h in parsed if code in h.dx] for code in unknown}
 
     def records() -> Iterator[Record | Skip]:
-        for path, header in zip(paths, headers):
+        for path, header in zip(paths, headers, strict=True):
             if isinstance(header, DataError):
                 yield Skip(path.stem, str(header))
                 continue

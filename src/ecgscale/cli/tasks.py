@@ -1,0 +1,62 @@
+"""`ecgscale tasks list`: the registered evaluation tasks and their sizes on prepared stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ecgscale.errors import UserError
+
+console = Console()
+tasks_app = typer.Typer(help="Named evaluation tasks.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(tasks_app, name="tasks")
+
+
+@tasks_app.command("list")
+def list_cmd(
+    root: Annotated[
+        Path | None,
+        typer.Option(help="Folder of prepared stores, one per dataset (ROOT/<dataset>)."),
+    ] = None,
+    file: Annotated[
+        list[Path] | None, typer.Option(help="Extra task YAML file (repeatable).")
+    ] = None,
+) -> None:
+    """Show every task; with --root, its records (train/val/test) and classes."""
+    from ecgscale.data.store import Store
+    from ecgscale.tasks import get_task, list_tasks
+
+    table = Table(title="tasks" + (f" (stores in {root})" if root else ""))
+    for column in ("task", "dataset", "kind", "predicts", "split", "size", "description"):
+        table.add_column(column, overflow="fold")
+    stores: dict[str, Store | None] = {}
+    for name in list_tasks(file):
+        task = get_task(name, file)
+        predicts = task.target or f"{task.labels}" + (f"[:{task.top_k}]" if task.top_k else "")
+        size = "-"
+        if root is not None:
+            if task.dataset not in stores:
+                path = root / task.dataset
+                stores[task.dataset] = Store(path) if (path / "manifest.json").is_file() else None
+            store = stores[task.dataset]
+            if store is None:
+                size = "not prepared"
+            else:
+                try:
+                    data = task.load(store)
+                    size = (
+                        f"{len(data)} ({len(data.train)}/{len(data.val)}/{len(data.test)}), "
+                        f"{len(data.classes)} classes"
+                        + (f", {len(data.dropped_classes)} dropped" if data.dropped_classes else "")
+                    )
+                except UserError as exc:
+                    size = f"unusable: {exc}"
+        table.add_row(name, task.dataset, task.kind, predicts, task.split, size, task.description)
+    console.print(table)
