@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 CODE_LABELS: tuple[str, ...] = ("1dAVb", "RBBB", "LBBB", "SB", "AF", "ST")
 EXTRA_LABELS: tuple[str, ...] = ("LVH", "LQT")
-BATCH = 512
+BATCH = 128
 
 # Independent leads I, II, V1-V6; the 12 standard leads are a fixed linear map of these.
 _FRONTAL = np.deg2rad([0.0, 60.0])
@@ -235,7 +235,7 @@ def _waves(attrs: dict[str, np.ndarray], rhythm: dict[str, np.ndarray], rng: np.
     vec[:, 0] *= ~af[:, None]
     # RBBB: late rightward-anterior R'; LBBB: no septal Q, broad notched leftward-posterior R,
     # discordant T.
-    vec[:, 5] *= rbbb[:, None] * rng.uniform(0.8, 1.2, (n, 1))
+    vec[:, 5] = rbbb[:, None] * _VECTORS[5] * rng.uniform(0.9, 1.3, (n, 1))
     lb = lbbb[:, None]
     vec[:, 1] = np.where(lb, 0.0, vec[:, 1])
     vec[:, 2] = np.where(lb, vec[:, 2] * 0.8 + np.array([0.3, -0.2, -0.6]), vec[:, 2])

@@ -41,7 +41,7 @@ from ecgscale.data.preprocess import STANDARD_LEADS
 from ecgscale.data.readers import Skip, Source, register_reader, require_files
 from ecgscale.data.store import Record
 from ecgscale.data.synth import CODE_LABELS
-from ecgscale.errors import DataError
+from ecgscale.errors import ConfigError, DataError
 
 FS = 400.0
 CHUNK = 128  # exams per HDF5 read: 128 x 4096 x 12 float32 = 25 MB
@@ -92,15 +92,26 @@ def iter_chunks(tracings: h5py.Dataset, chunk: int) -> Iterator[tuple[int, np.nd
         yield start, block.transpose(0, 2, 1)
 
 
+def _chunk(chunk: int | str) -> int:
+    """`chunk` as a positive int (it may come from the command line as text)."""
+    try:
+        value = int(chunk)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"chunk {chunk!r}: expected a positive number of exams")
+    return value
+
+
 def _part_files(src: Path) -> list[Path]:
     parts = [p for p in src.iterdir() if _PART.fullmatch(p.name)]
     return sorted(parts, key=lambda p: int(_PART.fullmatch(p.name).group(1)))  # type: ignore[union-attr]
 
 
 @register_reader("code")
-def read_code(src: Path, *, chunk: int = CHUNK) -> Source:
+def read_code(src: Path, *, chunk: int | str = CHUNK) -> Source:
     """Read CODE or CODE-15% at `src`, streaming `chunk` exams at a time from each part file."""
-    src = Path(src)
+    src, chunk = Path(src), _chunk(chunk)
     require_files(src, "exams.csv")
     parts = _part_files(src)
     if not parts:
@@ -172,13 +183,14 @@ def _record(row: pd.Series, flags: np.ndarray, signal: np.ndarray, part: str) ->
 
 
 @register_reader("code_test")
-def read_code_test(src: Path, *, chunk: int = CHUNK) -> Source:
+def read_code_test(src: Path, *, chunk: int | str = CHUNK) -> Source:
     """Read the CODE-test set at `src` (827 exams annotated by cardiologists)."""
-    src = Path(src)
+    src, chunk = Path(src), _chunk(chunk)
     gold_path = Path("annotations") / "gold_standard.csv"
     require_files(src, "ecg_tracings.hdf5", str(gold_path))
     gold = pd.read_csv(src / gold_path)
     labels = _flags(gold, src / gold_path)
+    _tracings(src / "ecg_tracings.hdf5", rows=len(gold))[0].close()
     attributes = None
     if (src / "attributes.csv").is_file():
         attributes = pd.read_csv(src / "attributes.csv")
@@ -186,8 +198,6 @@ def read_code_test(src: Path, *, chunk: int = CHUNK) -> Source:
             raise DataError(
                 f"{src / 'attributes.csv'}: {len(attributes)} rows, gold standard {len(gold)}"
             )
-    handle, _ = _tracings(src / "ecg_tracings.hdf5", rows=len(gold))
-    handle.close()
 
     def records() -> Iterator[Record]:
         handle, tracings = _tracings(src / "ecg_tracings.hdf5", rows=len(gold))

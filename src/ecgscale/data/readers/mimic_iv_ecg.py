@@ -77,7 +77,7 @@ def _outcomes(path: Path) -> tuple[str, pd.DataFrame]:
     clash = sorted((_RESERVED | {c for c in table.columns if c.startswith("labels_")}) & set(table))
     if clash:
         raise DataError(f"{path}: columns {clash} clash with store columns; rename them")
-    table = table.drop(columns=[c for c in ("study_id", "subject_id") if c != key])
+    table = table.drop(columns=[c for c in ("study_id", "subject_id") if c in table and c != key])
     if "sex" in table:
         table["sex"] = table["sex"].map(lambda s: _SEX.get(str(s).strip().lower()))
     if "age" in table:
@@ -99,7 +99,8 @@ def read_mimic_iv_ecg(src: Path, *, outcomes: str | Path | None = None) -> Sourc
     statements = _statements(src / "machine_measurements.csv", set(records_csv["study_id"]))
     counts = Counter(s for texts in statements.values() for s in texts)
     vocabulary = sorted(counts, key=lambda s: (-counts[s], s))
-    key, joined = (None, None) if outcomes is None else _outcomes(Path(outcomes))
+    outcomes_path = Path(outcomes) if outcomes is not None else None
+    key, joined = ("", None) if outcomes_path is None else _outcomes(outcomes_path)
 
     def records() -> Iterator[Record | Skip]:
         for row in records_csv.itertuples(index=False):
@@ -113,7 +114,7 @@ def read_mimic_iv_ecg(src: Path, *, outcomes: str | Path | None = None) -> Sourc
                 "labels_statements": statements[row.study_id],
             }
             if joined is not None:
-                at = getattr(row, key)  # type: ignore[arg-type]
+                at = getattr(row, key)
                 values = joined.loc[at] if at in joined.index else None
                 meta.update({c: None if values is None else values[c] for c in joined.columns})
             try:
@@ -128,9 +129,9 @@ def read_mimic_iv_ecg(src: Path, *, outcomes: str | Path | None = None) -> Sourc
         "statements": "normalised machine report statements, most frequent first",
         "citation": "Gow et al. 2023, MIMIC-IV-ECG (PhysioNet), doi:10.13026/4nqg-sb35",
     }
-    if joined is not None:
+    if outcomes_path is not None and joined is not None:
         provenance["outcomes"] = {
-            "file": str(Path(outcomes).resolve()),  # type: ignore[arg-type]
+            "file": str(outcomes_path.resolve()),
             "key": key,
             "columns": list(joined.columns),
             "matched_records": int(records_csv[key].isin(joined.index).sum()),

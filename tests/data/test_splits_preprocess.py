@@ -1,0 +1,87 @@
+"""Patient-disjoint splits, nested subsets and the input contract's steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import wfdb
+
+from ecgscale.data.preprocess import (
+    STANDARD_LEADS,
+    PreprocessConfig,
+    harmonise_leads,
+    pad_or_crop,
+    preprocess,
+    resample,
+)
+from ecgscale.data.splits import assign_folds, check_disjoint, nested_subset
+from ecgscale.errors import DataError
+
+
+def test_assign_folds_is_patient_grouped_stratified_and_seeded() -> None:
+    rng = np.random.default_rng(0)
+    patients = rng.integers(0, 400, 1000).astype(str)
+    labels = (rng.random((1000, 3)) < [0.5, 0.1, 0.03]).astype(np.uint8)
+    folds = assign_folds(patients, labels, seed=3)
+    assert set(folds) == set(range(1, 11))
+    for p in np.unique(patients):
+        assert len(set(folds[patients == p])) == 1
+    rare = np.array([labels[folds == f, 2].sum() for f in range(1, 11)])
+    assert rare.min() >= 1  # the rare class reaches every fold
+    np.testing.assert_array_equal(folds, assign_folds(patients, labels, seed=3))
+    assert not np.array_equal(folds, assign_folds(patients, labels, seed=4))
+
+
+def test_check_disjoint_refuses_shared_patients() -> None:
+    check_disjoint(np.array(["a", "a", "b"]), np.array(["train", "train", "test"]))
+    with pytest.raises(DataError, match="1 patients appear in more than one split: a"):
+        check_disjoint(np.array(["a", "a", "b"]), np.array(["train", "test", "test"]))
+
+
+def test_nested_subsets_are_nested_and_patient_level() -> None:
+    rng = np.random.default_rng(1)
+    patients = rng.integers(0, 300, 900).astype(str)
+    train = np.flatnonzero(rng.random(900) < 0.8)
+    subsets = [nested_subset(patients, train, f, seed=7) for f in (0.1, 0.3, 1.0)]
+    assert set(subsets[0]) < set(subsets[1]) < set(subsets[2]) == set(train)
+    for sub in subsets:
+        chosen = set(patients[sub])
+        assert set(np.flatnonzero(np.isin(patients, list(chosen)))) & set(train) == set(sub)
+    n_pat = len(set(patients[train]))
+    assert len(set(patients[subsets[0]])) == int(np.ceil(0.1 * n_pat))
+    with pytest.raises(DataError, match=r"data fraction 1\.5 must be in \(0, 1\]"):
+        nested_subset(patients, train, 1.5, seed=0)
+
+
+def test_limb_leads_derived_from_i_and_ii_match_the_recorded_ones(shared_data: Path) -> None:
+    rec = wfdb.rdrecord(str(shared_data / "ptbxl" / "records500" / "00000" / "00010_hr"))
+    x = rec.p_signal.T.astype(np.float32)
+    full = harmonise_leads(x, rec.sig_name)
+    keep = [k for k, name in enumerate(rec.sig_name) if name not in ("III", "AVR", "AVL", "AVF")]
+    derived = harmonise_leads(x[keep], [rec.sig_name[k] for k in keep])
+    np.testing.assert_allclose(derived, full, atol=0.01)  # device rounding of derived leads
+    shuffled = harmonise_leads(x[::-1], rec.sig_name[::-1])
+    np.testing.assert_array_equal(shuffled, full)
+    with pytest.raises(DataError, match="precordial lead V4 is missing"):
+        harmonise_leads(x[:9], rec.sig_name[:9])
+    with pytest.raises(DataError, match="need two of I, II, III"):
+        harmonise_leads(x[3:], rec.sig_name[3:])
+
+
+def test_resample_pad_crop_and_contract() -> None:
+    fs_in, t = 500.0, np.arange(5000) / 500.0
+    sine = np.sin(2 * np.pi * 5 * t).astype(np.float32)
+    y = resample(sine[None], fs_in, 400.0)[0]
+    assert y.shape == (4000,)
+    np.testing.assert_allclose(y[200:-200], np.sin(2 * np.pi * 5 * np.arange(4000) / 400)[200:-200],
+                               atol=2e-3)  # fmt: skip
+    padded = pad_or_crop(np.ones((2, 10), np.float32), 16)
+    assert padded.shape == (2, 16) and padded[0].tolist() == [0] * 3 + [1] * 10 + [0] * 3
+    assert pad_or_crop(np.arange(10), 4).tolist() == [3, 4, 5, 6]
+    x = np.tile(sine, (12, 1)) + 2.0  # offset removed by the high-pass
+    out = preprocess(x, fs_in, STANDARD_LEADS, PreprocessConfig(fs=400, length=4096))
+    assert out.shape == (12, 4096) and abs(out[:, 500:3500].mean()) < 0.05
+    with pytest.raises(DataError, match="NaN"):
+        preprocess(np.full((12, 100), np.nan), fs_in, STANDARD_LEADS, PreprocessConfig())

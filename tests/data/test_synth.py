@@ -1,0 +1,80 @@
+"""Synthetic ECGs: determinism, structure, and labels confirmed by an independent QRS detector."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import wfdb.processing
+
+from ecgscale.data.synth import CODE_LABELS, SynthConfig, generate
+
+FS = 250.0
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return generate(240, SynthConfig(fs=FS, length=2500, seed=5))
+
+
+def test_deterministic_and_shaped(batch) -> None:
+    x, meta = batch
+    x2, meta2 = generate(240, SynthConfig(fs=FS, length=2500, seed=5))
+    np.testing.assert_array_equal(x, x2)
+    assert meta == meta2 and x.shape == (240, 12, 2500) and x.dtype == np.float32
+    other, _ = generate(20, SynthConfig(fs=FS, length=2500, seed=6))
+    assert not np.allclose(other, x[:20])
+
+
+def test_limb_leads_obey_einthoven(batch) -> None:
+    x, _ = batch
+    i, ii, iii, avr, avl, avf = np.moveaxis(x[:, :6], 1, 0)
+    np.testing.assert_allclose(iii, ii - i, atol=1e-5)
+    np.testing.assert_allclose(avr, -(i + ii) / 2, atol=1e-5)
+    np.testing.assert_allclose(avl, i - ii / 2, atol=1e-5)
+    np.testing.assert_allclose(avf, ii - i / 2, atol=1e-5)
+
+
+def test_patients_labels_and_attributes(batch) -> None:
+    _, meta = batch
+    patients = [m["patient_id"] for m in meta]
+    assert len(set(patients)) < len(patients)  # some patients have several records
+    by_patient: dict[str, set] = {}
+    for m in meta:
+        by_patient.setdefault(m["patient_id"], set()).add((m["sex"], "RBBB" in m["labels_code"]))
+    assert all(len(v) == 1 for v in by_patient.values())  # sex and conduction persist
+    counts = {c: sum(c in m["labels_code"] for m in meta) for c in CODE_LABELS}
+    assert all(counts[c] >= 5 for c in CODE_LABELS), counts
+    assert not any({"SB", "ST"} <= set(m["labels_code"]) for m in meta)
+    assert not any({"AF", "1dAVb"} <= set(m["labels_code"]) for m in meta)
+    assert all(m["pr_ms"] > 200 for m in meta if "1dAVb" in m["labels_code"])
+    assert all(m["pr_ms"] <= 200 for m in meta if not {"1dAVb", "AF"} & set(m["labels_code"]))
+    assert all(m["qrs_ms"] >= 120 for m in meta if {"RBBB", "LBBB"} & set(m["labels_code"]))
+
+
+def test_independent_qrs_detector_confirms_rhythm_labels(batch) -> None:
+    """wfdb's XQRS on lead II: heart rate < 50 iff SB, > 100 iff ST; RR irregular iff AF; and
+    RBBB shows the terminal R' in V1 (positive 20-90 ms after the R peak of lead II)."""
+    x, meta = batch
+    late = slice(int(0.12 * FS), int(0.19 * FS))  # 20-90 ms after R in a window starting -100 ms
+    for k in range(0, 240, 2):
+        labels = set(meta[k]["labels_code"])
+        peaks = wfdb.processing.xqrs_detect(x[k, 1].astype(np.float64), fs=FS, verbose=False)
+        rr = np.diff(peaks) / FS
+        hr, cv = 60 / np.median(rr), rr.std() / rr.mean()
+        if "AF" in labels:
+            assert cv > 0.1, (k, cv)
+            continue
+        assert cv < 0.1, (k, cv)
+        assert (hr < 50) == ("SB" in labels) and (hr > 100) == ("ST" in labels), (k, hr, labels)
+        inner = peaks[(peaks > 25) & (peaks < x.shape[-1] - 50)]
+        v1 = np.stack([x[k, 6, p - 25 : p + 50] for p in inner]).mean(0)
+        assert (v1[late].max() > 0.2) == ("RBBB" in labels), (k, labels, v1[late].max())
+
+
+def test_shift_changes_the_distribution() -> None:
+    base, m0 = generate(200, SynthConfig(fs=FS, length=2500, seed=1))
+    shifted, m1 = generate(200, SynthConfig(fs=FS, length=2500, seed=1, shift=1.0))
+    assert np.mean([m["age"] for m in m1]) > np.mean([m["age"] for m in m0]) + 5
+    hf0 = np.abs(np.diff(base, axis=-1)).mean()
+    hf1 = np.abs(np.diff(shifted, axis=-1)).mean()
+    assert hf1 > 1.3 * hf0  # noisier "hospital"
