@@ -7,7 +7,7 @@ private task is a few lines::
 
     tasks:
       my_af:
-        dataset: mydata           # a store of `ecgscale data prepare generic -o name=mydata`
+        dataset: mydata           # a store of `ecgscale data prepare generic -o dataset=mydata`
         labels: labels            # the label set
         classes: [AF]             # optional subset (else top_k: K, or the whole set)
         kind: binary              # binary | multilabel | multiclass | regression

@@ -11,12 +11,12 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from fixtures.official_layouts import CODE_LABELS, write_code15, write_code_test
 
 from ecgscale.data.prepare import prepare
 from ecgscale.data.preprocess import PreprocessConfig
 from ecgscale.data.store import Store
 from ecgscale.errors import DataError
+from fixtures.official_layouts import CODE_LABELS, write_code15, write_code_test
 
 # 400 Hz x 4096 without filtering: the contract leaves CODE tracings unchanged (1 uV steps).
 RAW = PreprocessConfig(fs=400.0, length=4096, highpass_hz=None)
@@ -123,7 +123,7 @@ def test_code15_shapes_that_disagree_are_one_line_errors(code15, tmp_path: Path)
         prepare("code", src, tmp_path / "s", RAW)
     for part in src.glob("exams_part*"):
         part.unlink()
-    with pytest.raises(DataError, match="expected exams_part0.hdf5"):
+    with pytest.raises(DataError, match=r"expected exams_part0\.hdf5"):
         prepare("code", src, tmp_path / "s", RAW)
     assert not (tmp_path / "s").exists()
 

@@ -17,6 +17,8 @@ from ecgscale.data.preprocess import PreprocessConfig
 from ecgscale.data.store import Store
 from ecgscale.errors import ConfigError, DataError
 
+# wfdb's header parser calls a pandas API that warns; not ours.
+pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.drop:Warning")
 CONFIG = PreprocessConfig(fs=250.0, length=500, highpass_hz=None)
 LEADS = ("I", "II", "III", "avr", "avl", "avf", "V1", "V2", "V3", "V4", "V5", "V6")
 
@@ -49,14 +51,14 @@ def test_private_layout_with_custom_columns(tmp_path: Path) -> None:
             "noisy": [int(k % 7 == 0) for k in range(20)],
             "age": np.arange(20) + 30.0,
             "sex": ["female", "male"] * 10,
-            "fold": [k % 10 + 1 for k in range(20)],
+            "fold": [k // 2 % 10 + 1 for k in range(20)],
             "comment": "ignored",
         }
     )
     table.to_csv(tmp_path / "my_labels.csv", index=False)
     store = prepare(
         "generic", tmp_path / "raw", tmp_path / "store", CONFIG, labels=tmp_path / "my_labels.csv",
-        record_col="ecg", patient_col="subject", label_cols="dx,noisy", name="mydata",
+        record_col="ecg", patient_col="subject", label_cols="dx,noisy", dataset="mydata",
     )  # fmt: skip
     assert store.manifest["name"] == "mydata" and len(store) == 20
     assert store.label_sets == {"labels": ["AF", "LBBB", "noisy"]}
@@ -118,7 +120,9 @@ def test_cli_passes_reader_options(tmp_path: Path, capsys) -> None:
     )
     args = ["data", "prepare", "generic", "--src", str(tmp_path / "raw"), "--fs", "250",
             "--length", "500", "--highpass", "0"]  # fmt: skip
-    main([*args, "--out", str(tmp_path / "s"), "-o", "record_col=id", "-o", "patient_col=who"])
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--out", str(tmp_path / "s"), "-o", "record_col=id", "-o", "patient_col=who"])
+    assert exit_info.value.code == 0
     store = Store(tmp_path / "s")
     assert len(store) == 12 and store.label_sets == {"labels": ["AF"]}
     with pytest.raises(SystemExit) as exit_info:

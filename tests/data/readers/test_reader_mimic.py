@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import wfdb
-from fixtures.official_layouts import MIMIC_GAIN, MIMIC_LEADS, write_mimic
 
 from ecgscale.data.prepare import prepare
 from ecgscale.data.preprocess import STANDARD_LEADS, PreprocessConfig
 from ecgscale.errors import DataError
+from fixtures.official_layouts import MIMIC_GAIN, MIMIC_LEADS, write_mimic
 
 # wfdb's header parser calls a pandas API that warns; not ours.
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.drop:Warning")

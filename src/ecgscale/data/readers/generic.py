@@ -67,12 +67,12 @@ def read_generic(
     age_col: str = "age",
     sex_col: str = "sex",
     fold_col: str = "fold",
-    name: str = "generic",
+    dataset: str = "generic",
 ) -> Source:
     """Read the WFDB records under `src` with the labels CSV `labels` (default SRC/labels.csv).
 
-    `label_cols` (a list or comma-separated names) selects the label columns; `name` names the
-    dataset (the store's name, which tasks refer to).
+    `label_cols` (a list or comma-separated names) selects the label columns; `dataset` names
+    the dataset (the store's name, which tasks refer to).
     """
     src = Path(src)
     if not src.is_dir():
@@ -112,7 +112,7 @@ def read_generic(
                 yield Skip(rid, f"duplicate row in {csv.name} (the first one is used)")
                 continue
             meta = {
-                "source": name,
+                "source": dataset,
                 "age": values.get(age_col),
                 "sex": _SEX.get(str(values.get(sex_col, "")).strip().lower()),
                 "labels_labels": lists[i],
@@ -127,12 +127,12 @@ def read_generic(
             yield Skip(rid, f"WFDB record without a row in {csv.name}")
 
     return Source(
-        name=name,
+        name=dataset,
         count=len(table) + len(unlisted),
         records=records(),
         label_sets={"labels": sorted({c for labels in lists for c in labels})},
         provenance={
-            "dataset": name,
+            "dataset": dataset,
             "src": str(src.resolve()),
             "labels_csv": str(csv.resolve()),
             "label_columns": columns,
