@@ -29,34 +29,38 @@ def list_cmd(
         list[Path] | None, typer.Option(help="Extra task YAML file (repeatable).")
     ] = None,
 ) -> None:
-    """Show every task; with --root, its records (train/val/test) and classes."""
+    """Show every task; with --root, its records (train/val/test) and classes instead of its
+    description."""
     from ecgscale.data.store import Store
     from ecgscale.tasks import get_task, list_tasks
 
-    table = Table(title="tasks" + (f" (stores in {root})" if root else ""))
-    for column in ("task", "dataset", "kind", "predicts", "split", "size", "description"):
-        table.add_column(column, overflow="fold")
+    table = Table(title="tasks" + (f" (stores in {root})" if root else ""), box=None)
+    table.add_column("task", no_wrap=True)
+    table.add_column("dataset: predicts")
+    table.add_column("kind")
+    table.add_column("records = train/val/test, classes" if root else "description")
     stores: dict[str, Store | None] = {}
     for name in list_tasks(file):
         task = get_task(name, file)
         predicts = task.target or f"{task.labels}" + (f"[:{task.top_k}]" if task.top_k else "")
-        size = "-"
+        detail = task.description
         if root is not None:
             if task.dataset not in stores:
                 path = root / task.dataset
                 stores[task.dataset] = Store(path) if (path / "manifest.json").is_file() else None
             store = stores[task.dataset]
             if store is None:
-                size = "not prepared"
+                detail = "not prepared"
             else:
                 try:
                     data = task.load(store)
-                    size = (
-                        f"{len(data)} ({len(data.train)}/{len(data.val)}/{len(data.test)}), "
-                        f"{len(data.classes)} classes"
-                        + (f", {len(data.dropped_classes)} dropped" if data.dropped_classes else "")
+                    dropped = len(data.dropped_classes)
+                    detail = (
+                        f"{len(data)} = {len(data.train)}/{len(data.val)}/{len(data.test)}, "
+                        f"{len(data.classes)}" + (f" ({dropped} dropped)" if dropped else "")
                     )
                 except UserError as exc:
-                    size = f"unusable: {exc}"
-        table.add_row(name, task.dataset, task.kind, predicts, task.split, size, task.description)
+                    detail = f"unusable: {exc}"
+        kind = task.kind + (" (cv)" if task.split == "cv" else "")
+        table.add_row(name, f"{task.dataset}: {predicts}", kind, detail)
     console.print(table)

@@ -186,6 +186,10 @@ class Task(BaseModel):
             if column not in meta:
                 raise DataError(f"task {self.name}: {store.path} has no column {column!r}")
             keep &= meta[column].astype(str).isin(values).to_numpy()
+            if not keep.any():
+                raise DataError(
+                    f"task {self.name}: no records of {store.path} with {column} in {list(values)}"
+                )
         train = meta["split"].to_numpy() == "train"
         if self.labels is not None:
             classes, y, dropped, keep = self._label_targets(store, keep, train)
