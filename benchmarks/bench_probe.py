@@ -1,6 +1,7 @@
 """Time of one multi-label linear probe on 20,000 x 512 features, against scikit-learn.
 
     .venv/bin/python benchmarks/bench_probe.py [--records 20000] [--dim 512] [--labels 5 26]
+        [--threads N] [--exact]
 
 Synthetic features (64 latent factors mixed into `dim` correlated dimensions, float32) and labels
 drawn from a planted logistic model; 70/15/15 train/validation/test split. For each label count:
@@ -14,7 +15,10 @@ drawn from a planted logistic model; 70/15/15 train/validation/test split. For e
 The ratio column divides scikit-learn's single-C time by each ecgscale time. The agreement columns
 compare test probabilities and test BCE of the single-C fits. A warm-up probe on a tiny problem
 runs first, so that the one-off cost of torch's first optimizer step (importing torch._dynamo,
-printed) is not charged to the first row.
+printed) is not charged to the first row. `--threads` caps torch and the BLAS behind numpy and
+scikit-learn alike (default: leave both as they are); on a busy machine one thread is fastest.
+`--exact` also fits scikit-learn to tol=1e-10 (slow) and prints how far each single-C fit's test
+probabilities are from that exact optimum.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
+from threadpoolctl import threadpool_limits
 
 from ecgscale.evaluate.probe import linear_probe
 
@@ -54,7 +59,12 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=20000)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--labels", type=int, nargs="+", default=[5, 26])
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--exact", action="store_true")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+        threadpool_limits(args.threads)
 
     print(
         f"{args.records} x {args.dim} float32 features; torch {torch.__version__}, "
@@ -94,6 +104,14 @@ def main() -> None:
             f"{t_single:>12.2f} {t_sk:>14.2f} {t_sk / t_probe:>12.1f} {t_sk / t_single:>9.1f} "
             f"{diff:>9.1e} {dloss:>9.1e}"
         )
+        if args.exact:
+            tight = LogisticRegression(C=probe.c, tol=1e-10, max_iter=100_000)
+            p_exact = OneVsRestClassifier(tight).fit(xs_tr, y[tr]).predict_proba(xs_te)
+            ours, theirs = np.abs(single.test_outputs - p_exact), np.abs(p_sk - p_exact)
+            print(
+                f"{'':>6} max |p - exact|: ecgscale {ours.max():.1e}, "
+                f"scikit-learn (default tol) {theirs.max():.1e}"
+            )
     print(f"\nload average at end {os.getloadavg()[0]:.1f} (the machine may be shared)")
 
 

@@ -16,6 +16,8 @@ with the lowest validation loss; the test loss and metrics of that model are rep
 Logistic fits run full-batch L-BFGS in torch over all labels at once (the objective is a sum of
 independent per-label objectives), from the smallest C upwards, each fit warm-started from the
 previous one; the path stops once the validation loss has not improved for `patience` grid points.
+The path only ranks the C values, so it runs in float32 to a loose tolerance; the chosen fit is then
+polished in float64 to a tight one.
 The features are rotated into the eigenbasis of the training Gram matrix (which keeps the L2 norm)
 and each weight is rescaled by the square root of its Hessian diagonal, so that L-BFGS sees a
 nearly isotropic problem and needs some 20-30 gradient evaluations per C. Ridge uses the same
@@ -56,12 +58,13 @@ class ProbeResult:
         test_loss: mean BCE over test records and labels (binary, multi-label), mean cross-entropy
             (multi-class), or mean squared error of the target standardised with training
             statistics, averaged over targets (regression); natural logarithms.
-        val_loss: the same on the validation split, for the chosen C.
+        val_loss: the same on the validation split, for the final fit at the chosen C.
         c: the chosen inverse regularisation strength.
-        c_grid: the grid searched; val_losses: the validation loss at each C (NaN where the path
-            stopped before reaching it).
-        metrics: task metrics on the test split (see `linear_probe`).
-        per_class: per-label test metrics (`auroc`, `auprc`, `f1`; NaN where skipped).
+        c_grid: the grid searched; val_losses: the validation loss of the path fit at each C the
+            path reached (it stops early, so this may be shorter than `c_grid`; empty when every
+            label was single-valued in training and nothing was fitted).
+        metrics: task metrics on the test split (see `linear_probe`); None where undefined.
+        per_class: per-label test metrics (`auroc`, `auprc`, `f1`; None where skipped).
         skipped_classes: labels single-valued on the test split (left out of AUROC/AUPRC macros).
         constant_labels: labels (or multi-class classes) absent or single-valued in training.
         label_names: one name per label/class/target.
@@ -78,8 +81,8 @@ class ProbeResult:
     c: float
     c_grid: tuple[float, ...]
     val_losses: tuple[float, ...]
-    metrics: Mapping[str, float]
-    per_class: Mapping[str, tuple[float, ...]]
+    metrics: Mapping[str, float | None]
+    per_class: Mapping[str, tuple[float | None, ...]]
     skipped_classes: tuple[int, ...]
     constant_labels: tuple[int, ...]
     label_names: tuple[str, ...]
@@ -235,44 +238,73 @@ class _Path:
     val_losses: tuple[float, ...]
 
 
+@dataclass(frozen=True)
+class _Solver:
+    """L-BFGS settings: a cheap path to choose C, then a float64 polish at the chosen C."""
+
+    patience: int
+    path_dtype: torch.dtype
+    path_tol: float
+    tol: float
+    max_iter: int
+
+
+def _targets_tensor(kind: str, y: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    return torch.as_tensor(y) if kind == "multiclass" else torch.as_tensor(y, dtype=dtype)
+
+
 def _logistic_path(
     kind: str,
     x_train: np.ndarray,
-    y_train: torch.Tensor,
+    y_train: np.ndarray,
     x_val: np.ndarray,
-    y_val: torch.Tensor,
+    y_val: np.ndarray,
     prior: np.ndarray,
     c_grid: Sequence[float],
-    patience: int,
-    dtype: torch.dtype,
-    tol: float,
-    max_iter: int,
+    solver: _Solver,
 ) -> _Path:
-    """Fit along the C grid (ascending) with warm starts; keep the lowest validation loss.
+    """Fit along the C grid (ascending) with warm starts and pick the lowest validation loss.
 
+    The path runs in `solver.path_dtype` to `solver.path_tol`, enough to rank the C values; the
+    chosen fit is then polished in float64 to `solver.tol` from where the path left it.
     `prior` `(outputs,)` is the training prevalence of each fitted label/class: the intercepts start
     at its logit (log for multi-class) and `prior * (1 - prior)` is the curvature of each loss.
     """
     _, basis = _eigenbasis(x_train)
-    z_tr = torch.as_tensor(x_train @ basis, dtype=dtype)
-    z_va = torch.as_tensor(x_val @ basis, dtype=dtype)
-    curvature = torch.as_tensor(prior * (1 - prior), dtype=dtype)
+    z_tr, z_va = x_train @ basis, x_val @ basis
+
+    def tensors(dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        return (
+            torch.as_tensor(z_tr, dtype=dtype),
+            _targets_tensor(kind, y_train, dtype),
+            torch.as_tensor(z_va, dtype=dtype),
+            _targets_tensor(kind, y_val, dtype),
+            torch.as_tensor(prior * (1 - prior), dtype=dtype),
+        )
+
+    zt, yt, zv, yv, curvature = tensors(solver.path_dtype)
     start = np.log(prior) if kind == "multiclass" else np.log(prior) - np.log1p(-prior)
-    weight = torch.zeros(basis.shape[1], prior.size, dtype=dtype)
-    bias = torch.as_tensor(start, dtype=dtype)
-    losses = [float("nan")] * len(c_grid)
+    weight = torch.zeros(basis.shape[1], prior.size, dtype=solver.path_dtype)
+    bias = torch.as_tensor(start, dtype=solver.path_dtype)
+    losses: list[float] = []
     best, best_state, since_best = -1, (weight, bias), 0
     for i, c in enumerate(c_grid):
-        weight, bias = _lbfgs(kind, z_tr, y_train, weight, bias, c, curvature, tol, max_iter)
-        losses[i] = _mean_loss(kind, z_va @ weight + bias, y_val)
+        weight, bias = _lbfgs(
+            kind, zt, yt, weight, bias, c, curvature, solver.path_tol, solver.max_iter
+        )
+        losses.append(_mean_loss(kind, zv @ weight + bias, yv))
         if best < 0 or losses[i] < losses[best]:
             best, best_state, since_best = i, (weight, bias), 0
         else:
             since_best += 1
-            if since_best >= patience:
+            if since_best >= solver.patience:
                 break
+    zt, yt, _, _, curvature = tensors(torch.float64)
     w, b = best_state
-    return _Path(basis @ w.double().numpy(), b.double().numpy(), best, tuple(losses))
+    w, b = _lbfgs(
+        kind, zt, yt, w.double(), b.double(), c_grid[best], curvature, solver.tol, solver.max_iter
+    )
+    return _Path(basis @ w.numpy(), b.numpy(), best, tuple(losses))
 
 
 def _jeffreys(positives: np.ndarray, n: int) -> np.ndarray:
@@ -283,13 +315,32 @@ def _jeffreys(positives: np.ndarray, n: int) -> np.ndarray:
 # Metrics per kind
 
 
-def _binary_metrics(
-    y_test: np.ndarray, p_test: np.ndarray, y_val: np.ndarray, p_val: np.ndarray
-) -> tuple[dict[str, float], dict[str, tuple[float, ...]], tuple[int, ...], np.ndarray]:
-    au, ap = M.auroc(y_test, p_test), M.auprc(y_test, p_test)
-    thresholds = M.tune_thresholds(y_val, p_val)
-    f1 = M.f1_at_thresholds(y_test, p_test, thresholds)
+def _defined(value: float) -> float | None:
+    """None for an undefined (NaN) metric, so that results compare equal and store as NULL."""
+    return None if np.isnan(value) else float(value)
+
+
+def _classification_metrics(
+    kind: str, y_test: np.ndarray, p_test: np.ndarray, y_val: np.ndarray, p_val: np.ndarray
+) -> tuple[dict[str, float | None], dict[str, tuple[float | None, ...]], tuple[int, ...], tuple]:
+    """Test metrics, per-class metrics, skipped classes and (binary/multi-label) thresholds.
+
+    Multi-class AUROC/AUPRC are one-vs-rest and its F1 uses arg-max decisions; binary and
+    multi-label F1 uses per-label thresholds tuned on the validation split.
+    """
+    if kind == "multiclass":
+        k = p_test.shape[1]
+        truth = np.eye(k)[y_test]
+        decisions, thresholds = np.eye(k)[p_test.argmax(axis=1)], np.full(k, 0.5)
+        extra = {"accuracy": M.accuracy(y_test, p_test)}
+    else:
+        truth, decisions = y_test, p_test
+        thresholds = M.tune_thresholds(y_val, p_val)
+        extra = {}
+    au, ap = M.auroc(truth, p_test), M.auprc(truth, p_test)
+    f1 = M.f1_at_thresholds(truth, decisions, thresholds)
     metrics = {
+        **extra,
         "auroc": au.macro,
         "auprc": ap.macro,
         "f1": f1.macro,
@@ -297,35 +348,11 @@ def _binary_metrics(
         "ece": M.expected_calibration_error(y_test, p_test),
     }
     per_class = {
-        "auroc": tuple(au.per_class.tolist()),
-        "auprc": tuple(ap.per_class.tolist()),
-        "f1": tuple(f1.per_class.tolist()),
+        name: tuple(_defined(v) for v in result.per_class)
+        for name, result in (("auroc", au), ("auprc", ap), ("f1", f1))
     }
-    return metrics, per_class, au.skipped, thresholds
-
-
-def _multiclass_metrics(
-    y_test: np.ndarray, p_test: np.ndarray
-) -> tuple[dict[str, float], dict[str, tuple[float, ...]], tuple[int, ...]]:
-    k = p_test.shape[1]
-    onehot = np.eye(k)[y_test]
-    predicted = np.eye(k)[p_test.argmax(axis=1)]
-    au, ap = M.auroc(onehot, p_test), M.auprc(onehot, p_test)
-    f1 = M.f1_at_thresholds(onehot, predicted, np.full(k, 0.5))
-    metrics = {
-        "accuracy": M.accuracy(y_test, p_test),
-        "auroc": au.macro,
-        "auprc": ap.macro,
-        "f1": f1.macro,
-        "brier": M.brier_score(y_test, p_test),
-        "ece": M.expected_calibration_error(y_test, p_test),
-    }
-    per_class = {
-        "auroc": tuple(au.per_class.tolist()),
-        "auprc": tuple(ap.per_class.tolist()),
-        "f1": tuple(f1.per_class.tolist()),
-    }
-    return metrics, per_class, au.skipped
+    tuned = () if kind == "multiclass" else tuple(thresholds.tolist())
+    return {k: _defined(v) for k, v in metrics.items()}, per_class, au.skipped, tuned
 
 
 # ----------------------------------------------------------------------------------------------
@@ -344,8 +371,9 @@ def linear_probe(
     label_names: Sequence[str] | None = None,
     n_classes: int | None = None,
     patience: int = 2,
-    dtype: torch.dtype = torch.float64,
-    tol: float = 1e-6,
+    tol: float = 1e-5,
+    path_tol: float = 1e-3,
+    path_dtype: torch.dtype = torch.float32,
     max_iter: int = 500,
 ) -> ProbeResult:
     """Fit a linear probe on `features[train]`, choose C on `val`, report on `test`.
@@ -361,10 +389,11 @@ def linear_probe(
         n_classes: number of classes for multiclass (default: largest index + 1).
         patience: stop the logistic path after this many grid points without a better validation
             loss (ridge evaluates the whole grid, at no extra cost).
-        dtype: torch dtype of the logistic fits (float64 by default; float32 is about twice as
-            fast, with losses equal to about 1e-6).
-        tol: L-BFGS tolerance on the largest gradient entry of the per-record objective.
-        max_iter: L-BFGS iterations per C.
+        tol: L-BFGS tolerance of the final float64 fit at the chosen C, on the largest entry of
+            the gradient of the preconditioned per-record objective.
+        path_tol, path_dtype: tolerance and torch dtype of the fits along the C path, which only
+            rank the C values (float32 at 1e-3 by default: about 4 times cheaper than float64).
+        max_iter: L-BFGS iterations per fit.
 
     Metrics on the test split: binary/multilabel `auroc`, `auprc` (macros over labels that take
     both values), `f1` (at validation-tuned thresholds), `brier`, `ece`; multiclass `accuracy`,
@@ -397,7 +426,7 @@ def linear_probe(
     return _logistic_probe(
         kind, x_tr, x_va, x_te, y[train], y[val], y[test], grid, label_names,
         n_classes=int(y.max()) + 1 if kind == "multiclass" and n_classes is None else n_classes,
-        patience=patience, dtype=dtype, tol=tol, max_iter=max_iter,
+        solver=_Solver(patience, path_dtype, path_tol, tol, max_iter),
     )  # fmt: skip
 
 
@@ -421,10 +450,7 @@ def _logistic_probe(
     label_names: Sequence[str] | None,
     *,
     n_classes: int | None,
-    patience: int,
-    dtype: torch.dtype,
-    tol: float,
-    max_iter: int,
+    solver: _Solver,
 ) -> ProbeResult:
     n_tr = len(x_tr)
     if kind == "multiclass":
@@ -434,14 +460,12 @@ def _logistic_probe(
         fitted = np.flatnonzero(counts > 0)
         remap = np.full(k, -1)
         remap[fitted] = np.arange(fitted.size)
-        target_tr = torch.as_tensor(remap[y_tr])
-        target_va = torch.as_tensor(remap[y_va])  # -1 (untrained class) rows are left out
+        target_tr, target_va = remap[y_tr], remap[y_va]  # -1: untrained class, left out below
     else:
         k = y_tr.shape[1]
         counts = y_tr.sum(axis=0)
         fitted = np.flatnonzero((counts > 0) & (counts < n_tr))
-        target_tr = torch.as_tensor(y_tr[:, fitted], dtype=dtype)
-        target_va = torch.as_tensor(y_va[:, fitted], dtype=dtype)
+        target_tr, target_va = y_tr[:, fitted], y_va[:, fitted]
     names = _names(label_names, k)
     constant = tuple(int(j) for j in np.setdiff1d(np.arange(k), fitted))
     can_fit = fitted.size >= (2 if kind == "multiclass" else 1)
@@ -450,13 +474,12 @@ def _logistic_probe(
         prior = counts[fitted] / n_tr
         keep = np.isin(y_va, fitted) if kind == "multiclass" else slice(None)
         path = _logistic_path(
-            kind, x_tr, target_tr, x_va[keep], target_va[keep], prior,
-            grid, patience, dtype, tol, max_iter,
-        )  # fmt: skip
+            kind, x_tr, target_tr, x_va[keep], target_va[keep], prior, grid, solver
+        )
         weight, bias, best, val_losses = path.weight, path.bias, path.best, path.val_losses
     else:  # nothing to fit: every prediction is the training prior
         weight, bias = np.zeros((x_tr.shape[1], fitted.size)), np.zeros(fitted.size)
-        best, val_losses = 0, tuple(float("nan") for _ in grid)
+        best, val_losses = 0, ()
 
     def predict(x: np.ndarray) -> np.ndarray:
         logits = x @ weight + bias
@@ -473,12 +496,7 @@ def _logistic_probe(
 
     p_va, p_te = predict(x_va), predict(x_te)
     val_loss, test_loss = _probability_loss(kind, y_va, p_va), _probability_loss(kind, y_te, p_te)
-    if kind == "multiclass":
-        metrics, per_class, skipped = _multiclass_metrics(y_te, p_te)
-        thresholds: tuple[float, ...] = ()
-    else:
-        metrics, per_class, skipped, tuned = _binary_metrics(y_te, p_te, y_va, p_va)
-        thresholds = tuple(tuned.tolist())
+    metrics, per_class, skipped, thresholds = _classification_metrics(kind, y_te, p_te, y_va, p_va)
     return ProbeResult(
         kind=kind,
         test_loss=test_loss,
@@ -532,9 +550,9 @@ def _ridge_probe(
     pred_te = (x_te @ weight) * y_scale + y_mean
     test_loss = float((((pred_te - y_te) / y_scale) ** 2).mean())
     metrics = {
-        "mae": M.mae(y_te, pred_te),
-        "mse": float(((pred_te - y_te) ** 2).mean()),
-        "r2": M.r2(y_te, pred_te),
+        "mae": _defined(M.mae(y_te, pred_te)),
+        "mse": _defined(float(((pred_te - y_te) ** 2).mean())),
+        "r2": _defined(M.r2(y_te, pred_te)),
     }
     return ProbeResult(
         kind="regression",
