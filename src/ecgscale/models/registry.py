@@ -20,7 +20,13 @@ from ecgscale.errors import ConfigError
 from ecgscale.models.base import Encoder
 
 # Modules that register models; imported lazily on first registry access.
-_FAMILY_MODULES: tuple[str, ...] = ()
+_FAMILY_MODULES: tuple[str, ...] = (
+    "ecgscale.models.resnet",
+    "ecgscale.models.anynet",
+    "ecgscale.models.baselines.inception",
+    "ecgscale.models.baselines.xresnet",
+    "ecgscale.models.baselines.patchtst",
+)
 
 
 @dataclass(frozen=True)
