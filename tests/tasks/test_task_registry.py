@@ -18,6 +18,8 @@ from ecgscale.errors import ConfigError, DataError
 from ecgscale.tasks import get_task, list_tasks
 from fixtures.official_layouts import write_mimic
 
+# wfdb's header parser calls a pandas API that warns; not ours.
+pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.drop:Warning")
 TINY = PreprocessConfig(fs=100.0, length=100, highpass_hz=None)
 REQUIRED = [
     *(f"ptbxl_{s}" for s in ("all", "diagnostic", "subdiagnostic", "superdiagnostic", "form",
