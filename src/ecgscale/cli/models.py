@@ -53,9 +53,11 @@ def ladder_command(
     fs = spec.default_fs if fs is None else fs
     length = spec.default_length if length is None else length
     points = ladder(family)
+    fixed = {k: v for k, v in points[0].config.items() if all(p.config.get(k) == v for p in points)}
     table = Table(
         title=f"{family} ladder at {leads} x {length} samples ({fs:g} Hz)",
-        caption=f"N = encoder parameters; FLOPs per record: {FLOP_CONVENTION}",
+        caption=f"N = encoder parameters; FLOPs per record: {FLOP_CONVENTION}"
+        + (f"\nall points: {_format_config(fixed)}" if fixed else ""),
     )
     columns = ["point", "target N", "N", "N / target", "embed", "fwd FLOPs", "train FLOPs"]
     columns += ["head params"] if classes > 0 else []
@@ -79,11 +81,15 @@ def ladder_command(
             format_count(size.train_flops),
         ]
         row += [f"{size.head_params:,}"] if classes > 0 else []
-        config = ", ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.config.items()
-        )
-        table.add_row(*row, config)
+        varying = {k: v for k, v in point.config.items() if k not in fixed}
+        table.add_row(*row, _format_config(varying))
     console.print(table)
+
+
+def _format_config(config: dict) -> str:
+    return ", ".join(
+        f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items()
+    )
 
 
 def register(app: typer.Typer) -> None:
