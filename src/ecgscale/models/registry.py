@@ -26,6 +26,7 @@ _FAMILY_MODULES: tuple[str, ...] = (
     "ecgscale.models.baselines.inception",
     "ecgscale.models.baselines.xresnet",
     "ecgscale.models.baselines.patchtst",
+    "ecgscale.models.beat_transformer",
 )
 
 

@@ -1,0 +1,278 @@
+"""Beat-token Transformer in the style of HeartLang (Jin et al., ICLR 2025).
+
+A record `(batch, 12, samples)` at 100 Hz becomes a sentence of heartbeat words
+(`ecgscale.models.beats`: one 0.6 s window per beat and lead, lead by lead, at most 256 tokens).
+Each token's embedding is
+
+    Linear(word) + lead embedding + time-bin embedding + learned position (1..T),
+
+a CLS token (with position 0) is put in front, and a pre-LayerNorm Transformer encoder (`depth`
+blocks of multi-head self-attention and a GELU MLP of `mlp_ratio x width`, each on a LayerNormed
+input and added back; a final LayerNorm) reads the sequence. Padding tokens are never attended to.
+`forward_features` returns the CLS output `(batch, width)`; `forward_tokens` also returns every
+token's output, and takes a `token_mask` plus a mask embedding (owned by the masked-beat objective,
+so that N does not depend on the objective) that replaces the masked tokens' word embeddings.
+
+The tokenizer has no parameters: N is the encoder's parameters only.
+
+**Ladder** (9 points, 20K to 200M, a factor sqrt(10) apart): depth = round(2 (N / 20K)^(1/5)), at
+least 2 (2 ... 13 blocks), and the width is solved for the target (so width grows about as
+N^(2/5)): even below 128, a multiple of 16 below 512, a multiple of 64 above; heads = the largest
+divisor of the width not above max(2, width // 64) (head size about 64, 2 heads for narrow models).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ecgscale.errors import ConfigError
+from ecgscale.models.base import Encoder
+from ecgscale.models.beats import BeatTokens, TokenBatch, TokenizerConfig, tokenize_beats
+from ecgscale.models.flops import cached_ladder, width_ladder
+from ecgscale.models.registry import LadderPoint, register_model
+
+
+class PreLNBlock(nn.Module):
+    """x + Attn(LN(x)), then x + MLP(LN(x)); `mask` `(batch, 1, 1, tokens)`, True = attend."""
+
+    def __init__(self, width: int, heads: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.norm1 = nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.norm2 = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, width)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        qkv = self.qkv(self.norm1(x)).view(b, t, 3, self.heads, d // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, tokens, head_dim)
+        p = self.dropout if self.training else 0.0
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(b, t, d)))
+        return x + self.drop(self.fc2(self.drop(F.gelu(self.fc1(self.norm2(x))))))
+
+
+@dataclass(frozen=True)
+class TokenOutputs:
+    """`forward_tokens` result: tokens `(batch, T, width)` (final-LayerNormed outputs of the input
+    tokens, in their order; padding rows are meaningless), cls `(batch, width)`, valid
+    `(batch, T)`."""
+
+    tokens: torch.Tensor
+    cls: torch.Tensor
+    valid: torch.Tensor
+
+
+class BeatTransformer(Encoder):
+    """HeartLang-style encoder over beat tokens (module docstring), input at `tokenizer.fs`."""
+
+    input_kind = "beats"
+
+    def __init__(
+        self,
+        width: int = 128,
+        depth: int = 4,
+        heads: int = 2,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        leads: int = 12,
+        tokenizer: TokenizerConfig | None = None,
+    ) -> None:
+        super().__init__()
+        if width < 1 or depth < 1 or heads < 1 or width % heads:
+            raise ConfigError(
+                f"beat_transformer: expected width, depth, heads >= 1 with width divisible by "
+                f"heads, got width={width}, depth={depth}, heads={heads}"
+            )
+        if not (mlp_ratio > 0 and 0 <= dropout < 1 and leads >= 1):
+            raise ConfigError(
+                f"beat_transformer: expected mlp_ratio > 0, 0 <= dropout < 1, leads >= 1, got "
+                f"{mlp_ratio}, {dropout}, {leads}"
+            )
+        self.tokenizer = tokenizer or TokenizerConfig()
+        self.leads = leads
+        self.embed_dim = width
+        cfg = self.tokenizer
+        self.beat_embed = nn.Linear(cfg.word_len, width)
+        self.lead_embed = nn.Embedding(leads, width)
+        self.time_embed = nn.Embedding(cfg.n_time_bins, width)
+        self.pos_embed = nn.Parameter(torch.empty(1, cfg.max_tokens + 1, width))
+        self.cls_token = nn.Parameter(torch.empty(1, 1, width))
+        hidden = max(1, round(mlp_ratio * width))
+        self.blocks = nn.ModuleList(PreLNBlock(width, heads, hidden, dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(width)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Truncated normal (std 0.02) weights and embeddings, zero biases, unit LayerNorms
+        (ViT/BERT practice); nothing to do on the meta device."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear) and not module.weight.is_meta:
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding) and not module.weight.is_meta:
+                nn.init.trunc_normal_(module.weight, std=0.02)
+        for p in (self.pos_embed, self.cls_token):
+            if not p.is_meta:
+                nn.init.trunc_normal_(p, std=0.02)
+
+    def tokenize(self, x: torch.Tensor | np.ndarray) -> BeatTokens:
+        """Beat tokens of `x` `(batch, leads, samples)` mV at `tokenizer.fs` (numpy, on the CPU)."""
+        if x.ndim != 3 or x.shape[1] != self.leads:
+            raise ConfigError(
+                f"beat_transformer: expected input (batch, {self.leads}, samples), got "
+                f"{tuple(x.shape)}"
+            )
+        return tokenize_beats(x, self.tokenizer)
+
+    def forward_tokens(
+        self,
+        tokens: TokenBatch | BeatTokens,
+        token_mask: torch.Tensor | None = None,
+        mask_embedding: torch.Tensor | None = None,
+    ) -> TokenOutputs:
+        """Encode a batch of sentences.
+
+        Args:
+            tokens: a `TokenBatch` (or numpy `BeatTokens`, moved to the model's device) of T tokens.
+            token_mask: optional `(batch, T)` bool, True where the token's word embedding is
+                replaced by `mask_embedding` `(width,)` (masked-beat pre-training; lead, time and
+                position embeddings are kept so the model knows where the missing beat is).
+        """
+        device = self.pos_embed.device
+        if isinstance(tokens, BeatTokens):
+            tokens = tokens.to_torch(device)
+        b, t, _ = tokens.words.shape
+        if t > self.tokenizer.max_tokens:
+            raise ConfigError(
+                f"beat_transformer: {t} tokens, more than max_tokens={self.tokenizer.max_tokens}"
+            )
+        x = self.beat_embed(tokens.words)
+        if token_mask is not None:
+            if mask_embedding is None:
+                raise ConfigError("beat_transformer: a token_mask needs a mask_embedding (width,)")
+            x = torch.where(token_mask[..., None], mask_embedding.to(x.dtype), x)
+        x = x + self.lead_embed(tokens.lead) + self.time_embed(tokens.time)
+        x = x + self.pos_embed[:, 1 : t + 1]
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(b, -1, -1)
+        x = torch.cat([cls, x], dim=1)
+        keep = torch.cat([tokens.valid.new_ones(b, 1), tokens.valid], dim=1)[:, None, None, :]
+        for block in self.blocks:
+            x = block(x, keep)
+        x = self.norm(x)
+        return TokenOutputs(tokens=x[:, 1:], cls=x[:, 0], valid=tokens.valid)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """`(batch, leads, samples)` mV at `tokenizer.fs` -> CLS output `(batch, width)`.
+
+        Tokenizes on the CPU on every call; training on a store uses `tokenize_cached` once and
+        `forward_tokens` instead.
+        """
+        return self.forward_tokens(self.tokenize(x).to_torch(self.pos_embed.device)).cls
+
+    def example_input(self, leads: int, length: int, device: torch.device | str) -> torch.Tensor:
+        """A representative record for counting FLOPs: 72 beats/min (a QRS-like 1 mV Gaussian of
+        20 ms every 0.833 s from 0.4 s) on every lead (12 leads, 10 s: 144 tokens)."""
+        fs = self.tokenizer.fs
+        t = np.arange(length) / fs
+        beats = np.arange(0.4, length / fs, 60.0 / 72.0)
+        wave = np.exp(-0.5 * ((t[:, None] - beats[None, :]) / 0.02) ** 2).sum(axis=1)
+        x = np.broadcast_to(wave.astype(np.float32), (1, leads, length))
+        return torch.tensor(x, device=device)
+
+
+def _snap_width(x: float) -> int:
+    """The ladder's width grid: even below 128, a multiple of 16 below 512, of 64 above."""
+    step = 2 if x < 128 else 16 if x < 512 else 64
+    return max(step, step * round(x / step))
+
+
+def _heads(width: int) -> int:
+    """The largest divisor of `width` not above max(2, width // 64): head size about 64."""
+    return next(h for h in range(max(2, width // 64), 0, -1) if width % h == 0)
+
+
+def _depth(target: int) -> int:
+    """depth = round(2 (N / 20K)^(1/5)), at least 2."""
+    return max(2, round(2 * (target / 20_000) ** 0.2))
+
+
+def _ladder_config(target: int, x: float) -> dict[str, Any]:
+    width = _snap_width(x)
+    return {"width": width, "depth": _depth(target), "heads": _heads(width)}
+
+
+_TOKENIZER_ARGS = ("fs", "pre_s", "post_s", "max_tokens", "time_bin_s", "n_time_bins")
+
+
+def _tokenizer(config: dict[str, Any]) -> TokenizerConfig:
+    """The `TokenizerConfig` named by the factory arguments in `config`."""
+    return TokenizerConfig(**{name: config[name] for name in _TOKENIZER_ARGS})
+
+
+def param_count(config: dict[str, Any]) -> int:
+    """N of `beat_transformer(**config)` in closed form (tests pin it to the built model's count).
+
+    Per block: qkv and output projections 4 d^2 + 4 d, MLP 2 d h + h + d, two LayerNorms 4 d;
+    embeddings: beat (word_len + 1) d, lead, time bins, positions (max_tokens + 1) and CLS one d
+    each, final LayerNorm 2 d.
+    """
+    full = {**_DEFAULTS, **config}
+    d, depth = int(full["width"]), int(full["depth"])
+    hidden = max(1, round(full["mlp_ratio"] * d))
+    tok = _tokenizer(full)
+    block = 4 * d * d + 4 * d + 2 * d * hidden + hidden + d + 4 * d
+    embed = (tok.word_len + 1) * d + (full["leads"] + tok.n_time_bins + tok.max_tokens + 2) * d
+    return depth * block + embed + 2 * d
+
+
+@cached_ladder
+def beat_transformer_ladder() -> list[LadderPoint]:
+    """9 sizes from 20K to 200M encoder parameters (depth and width rule: module docstring)."""
+    return width_ladder(
+        "beat_transformer", param_count, _ladder_config, bounds=(2, 4096), integer=True
+    )
+
+
+@register_model(
+    "beat_transformer",
+    ladder=beat_transformer_ladder,
+    default_fs=100.0,
+    default_length=1000,
+    input_kind="beats",
+)
+def beat_transformer(
+    width: int = 128,
+    depth: int = 4,
+    heads: int = 2,
+    mlp_ratio: float = 4.0,
+    dropout: float = 0.0,
+    leads: int = 12,
+    fs: float = 100.0,
+    pre_s: float = 0.25,
+    post_s: float = 0.35,
+    max_tokens: int = 256,
+    time_bin_s: float = 1.0,
+    n_time_bins: int = 32,
+) -> BeatTransformer:
+    """A `BeatTransformer`; `fs`, `pre_s`, `post_s`, `max_tokens`, `time_bin_s`, `n_time_bins` set
+    its `TokenizerConfig` (the detector keeps its defaults)."""
+    tokenizer = _tokenizer(locals())
+    return BeatTransformer(width, depth, heads, mlp_ratio, dropout, leads, tokenizer)
+
+
+_DEFAULTS: dict[str, Any] = {
+    name: p.default for name, p in inspect.signature(beat_transformer).parameters.items()
+}
