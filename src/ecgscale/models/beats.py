@@ -600,8 +600,8 @@ def _load_tokens(folder: Path) -> BeatTokens:
 def tokenize_cached(
     x: np.ndarray,
     config: TokenizerConfig | None = None,
-    cache_dir: Path | str = ".cache/beat_tokens",
     *,
+    cache_dir: Path | str,
     scale: float = 1.0,
     chunk_size: int = 1024,
     progress: bool = False,
