@@ -34,6 +34,16 @@ def test_assign_folds_is_patient_grouped_stratified_and_seeded() -> None:
     assert not np.array_equal(folds, assign_folds(patients, labels, seed=4))
 
 
+def test_small_datasets_fall_back_to_seeded_patient_folds() -> None:
+    patients = np.array([f"p{i // 2}" for i in range(24)])  # 12 patients, 2 records each
+    labels = np.eye(6, dtype=np.uint8)[np.arange(24) % 6]  # no class reaches 10 patients
+    folds = assign_folds(patients, labels, seed=0)
+    assert set(folds) == set(range(1, 11))
+    assert all(len(set(folds[patients == p])) == 1 for p in set(patients))
+    with pytest.raises(DataError, match="too few"):
+        assign_folds(patients[:16], labels[:16], seed=0)
+
+
 def test_check_disjoint_refuses_shared_patients() -> None:
     check_disjoint(np.array(["a", "a", "b"]), np.array(["train", "train", "test"]))
     with pytest.raises(DataError, match="1 patients appear in more than one split: a"):

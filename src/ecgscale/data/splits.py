@@ -55,9 +55,15 @@ def assign_folds(patient_ids: np.ndarray, labels: np.ndarray | None, seed: int) 
         raise DataError(f"{n_groups} patients are too few for {N_FOLDS} patient-disjoint folds")
     folds = np.zeros(n, dtype=np.int16)
     splitter = StratifiedGroupKFold(n_splits=N_FOLDS, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():  # rare strata cannot reach every fold; expected
-        warnings.filterwarnings("ignore", message="The least populated class")
-        parts = list(splitter.split(np.zeros(n), strata, groups=patient_ids))
+    try:
+        with warnings.catch_warnings():  # rare strata cannot reach every fold; expected
+            warnings.filterwarnings("ignore", message="The least populated class")
+            parts = list(splitter.split(np.zeros(n), strata, groups=patient_ids))
+    except ValueError:  # no stratum has N_FOLDS members: seeded patient-grouped folds
+        patients = np.unique(patient_ids)
+        order = np.random.default_rng(seed).permutation(len(patients))
+        fold_of = dict(zip(patients[order], np.arange(len(patients)) % N_FOLDS + 1, strict=True))
+        return np.array([fold_of[p] for p in patient_ids], dtype=np.int16)
     for k, (_, test) in enumerate(parts):
         folds[test] = k + 1
     return folds

@@ -93,12 +93,6 @@ def test_missing_reference_is_a_one_line_error(tmp_path: Path) -> None:
         read_cpsc2018(tmp_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="ecgscale.data.splits.assign_folds: StratifiedGroupKFold refuses 10 folds when every "
-    "stratum has fewer than 10 patients (here 10 records in 5 classes); foundation issue",
-)
 def test_prepare_real_sample(shared_data: Path, tmp_path: Path) -> None:
     config = PreprocessConfig(fs=100.0, length=1000, highpass_hz=None)
     store = prepare("cpsc2018", shared_data / "cpsc2018", tmp_path / "cpsc2018", config)
