@@ -1,0 +1,173 @@
+"""`ecgscale study plan|run|status|resume|export`, `ecgscale report` and `ecgscale demo`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ecgscale.errors import UserError
+
+console = Console()
+study_app = typer.Typer(help="Run scaling studies from a YAML spec.", no_args_is_help=True)
+SpecArg = Annotated[Path, typer.Argument(help="Study spec (YAML).")]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(study_app, name="study")
+    app.command("report")(report_cmd)
+    app.command("demo")(demo_cmd)
+
+
+def _fmt(x: float) -> str:
+    for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+@study_app.command("plan")
+def plan_cmd(spec_path: SpecArg) -> None:
+    """Print every run with its estimated N, D and compute before anything starts."""
+    from ecgscale.study.planner import estimate, plan
+    from ecgscale.study.spec import load_spec
+
+    spec = load_spec(spec_path)
+    runs = plan(spec)
+    store = spec.stores[spec.pretrain_store]
+    if store.synth is not None:
+        train = round(0.8 * store.synth.records)
+    else:
+        from ecgscale.data.store import Store
+
+        train = len(Store(store.path).split_indices("train"))
+    rows = estimate(spec, runs, train)
+    table = Table(title=f"study {spec.name}: {len(runs)} runs")
+    for col in (
+        "run",
+        "family",
+        "size",
+        "fraction",
+        "top-k",
+        "seed",
+        "N",
+        "D",
+        "FLOPs/rec",
+        "train FLOPs",
+    ):
+        table.add_column(col, justify="right" if col not in ("run", "family", "size") else "left")
+    for r in rows:
+        table.add_row(
+            r["run_id"],
+            r["family"],
+            r["size"],
+            f"{r['fraction']:g}",
+            str(r["top_k"] or "-"),
+            str(r["seed"]),
+            _fmt(r["n_params"]),
+            str(r["n_samples"]),
+            _fmt(r["flops_per_record"]),
+            _fmt(r["train_flops"]),
+        )
+    console.print(table)
+    total = sum(r["train_flops"] for r in rows)
+    console.print(f"total estimated training compute: {_fmt(total)}FLOP")
+
+
+def _run(spec_path: Path) -> None:
+    from ecgscale.study.runner import run_study
+    from ecgscale.study.spec import load_spec
+
+    spec = load_spec(spec_path)
+    start = time.perf_counter()
+    results = run_study(spec)
+    runs = results.runs()
+    failed = runs[runs["status"] == "failed"]
+    console.print(
+        f"{(runs['status'] == 'done').sum()} of {len(runs)} runs done, {len(failed)} "
+        f"failed, in {time.perf_counter() - start:.0f} s; results in {results.path}"
+    )
+    if len(failed):
+        raise UserError(f"{len(failed)} runs failed; see `ecgscale study status {spec_path}`")
+
+
+@study_app.command("run")
+def run_cmd(spec_path: SpecArg) -> None:
+    """Run every run of the study that is not finished (finished runs are skipped)."""
+    _run(spec_path)
+
+
+@study_app.command("resume")
+def resume_cmd(spec_path: SpecArg) -> None:
+    """Continue an interrupted study: unfinished runs restart from their last checkpoint."""
+    _run(spec_path)
+
+
+@study_app.command("status")
+def status_cmd(spec_path: SpecArg) -> None:
+    """Counts of planned, running, done and failed runs, and the errors of failed ones."""
+    from ecgscale.study.runner import results_of
+    from ecgscale.study.spec import load_spec
+
+    spec = load_spec(spec_path)
+    runs = results_of(spec).runs()
+    counts = runs["status"].value_counts().to_dict()
+    console.print(
+        f"study {spec.name}: {len(runs)} runs: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    )
+    for row in runs[runs["status"] == "failed"].itertuples():
+        console.print(
+            f"  failed {row.run_id} {row.family} {row.size}: {row.error}", highlight=False
+        )
+
+
+@study_app.command("export")
+def export_cmd(
+    spec_path: SpecArg,
+    out: Annotated[Path | None, typer.Option(help="File (.parquet or .csv).")] = None,
+) -> None:
+    """Write the finished runs in the scaling-fit schema (one row per run x task)."""
+    from ecgscale.study.runner import results_of
+    from ecgscale.study.spec import load_spec
+
+    spec = load_spec(spec_path)
+    table = results_of(spec).table()
+    out = out or spec.out / "results.parquet"
+    if out.suffix not in (".parquet", ".csv"):
+        raise UserError(f"--out {out}: expected a .parquet or .csv file")
+    tmp = out.with_name(f".{out.name}.tmp")
+    table.to_parquet(tmp, index=False) if out.suffix == ".parquet" else table.to_csv(
+        tmp, index=False
+    )
+    tmp.replace(out)
+    console.print(f"wrote {len(table)} rows to {out}")
+
+
+def report_cmd(
+    spec_path: SpecArg,
+    out: Annotated[Path | None, typer.Option(help="Report folder.")] = None,
+) -> None:
+    """Fit the scaling laws of a study and write its HTML report and figures."""
+    from ecgscale.report.html import write_report
+    from ecgscale.study.spec import load_spec
+
+    spec = load_spec(spec_path)
+    path = write_report(spec, out or spec.out / "report")
+    console.print(f"report: {path}")
+
+
+def demo_cmd(
+    out: Annotated[Path, typer.Option(help="Folder of the demo study.")] = Path("demo_out"),
+    quick: Annotated[bool, typer.Option(help="A smaller study (about a minute).")] = False,
+) -> None:
+    """The main job: a four-family scaling study on synthetic ECGs, ending in an HTML report."""
+    from ecgscale.study.demo import run_demo
+
+    start = time.perf_counter()
+    report = run_demo(out, quick=quick)
+    console.print(f"demo finished in {time.perf_counter() - start:.0f} s; report: {report}")

@@ -1,0 +1,188 @@
+"""Run a study: prepare its stores, plan, execute the runs (skipping finished ones), record results.
+
+Each run pre-trains one encoder (`ecgscale.train.pretrain`, resumed from its last checkpoint when a
+previous attempt was interrupted), then evaluates it:
+- ID: `ecgscale.evaluate.id_eval.evaluate_id` on the pre-training store's test split (the SL head's
+  held-out loss for supervised models, a linear probe on the source labels for SSL models, and the
+  probe for both as `id_probe`);
+- OOD: a linear probe per OOD task on frozen embeddings (`probe_task`), whose test loss is the OOD
+  loss that scaling laws are fitted to.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from ecgscale.data.store import Store
+from ecgscale.study.executors import make_executor
+from ecgscale.study.planner import Run, plan
+from ecgscale.study.results import Results
+from ecgscale.study.spec import StudySpec
+
+console = Console()
+
+
+@dataclass(frozen=True)
+class StudyContext:
+    """What a worker needs to execute a run (picklable)."""
+
+    spec: StudySpec
+    stores: dict[str, Path]
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.spec.out / "runs"
+
+
+def results_of(spec: StudySpec) -> Results:
+    """The study's results store (`<out>/results.sqlite`)."""
+    return Results(spec.out / "results.sqlite")
+
+
+def prepare_stores(spec: StudySpec, progress: bool = True) -> dict[str, Path]:
+    """Path of every store of the study, generating synthetic ones that are missing."""
+    from ecgscale.data.prepare import synthesize
+    from ecgscale.data.synth import SynthConfig
+
+    paths: dict[str, Path] = {}
+    for name, item in spec.stores.items():
+        if item.path is not None:
+            Store(item.path)  # fails early with one line if it is not a store
+            paths[name] = Path(item.path)
+            continue
+        synth = item.synth
+        out = spec.out / "stores" / name
+        cfg = SynthConfig(
+            fs=synth.fs, length=synth.length, shift=synth.shift, noise=synth.noise, seed=synth.seed
+        )
+        if (out / "manifest.json").is_file():
+            existing = Store(out).manifest["provenance"].get("synth")
+            if existing == cfg.model_dump() and Store(out).manifest["rows"] == synth.records:
+                paths[name] = out
+                continue
+        if progress:
+            console.print(f"generating synthetic store {name!r} ({synth.records} records)")
+        synthesize(synth.records, out, cfg, overwrite=True)
+        paths[name] = out
+    return paths
+
+
+def train_config(ctx: StudyContext, run: Run):
+    """The `TrainConfig` of a run."""
+    from ecgscale.train.config import TrainConfig
+
+    c = run.config
+    budget = {k: v for k, v in c["budget"].items() if v is not None}
+    if c["label_top_k"] is not None:
+        budget["label_top_k"] = c["label_top_k"]
+    return TrainConfig(
+        model=c["model"],
+        model_config=c["model_config"],
+        objective=c["objective"],
+        objective_options=c["objective_options"],
+        data=ctx.stores[ctx.spec.pretrain_store],
+        label_set=ctx.spec.label_set,
+        data_fraction=c["data_fraction"],
+        data_seed=c["seed"],
+        batch_size=c["batch_size"],
+        lr=c["lr"],
+        seed=c["seed"],
+        device=ctx.spec.device,
+        out=ctx.runs_dir / run.run_id,
+        **budget,
+    )
+
+
+def execute_run(ctx: StudyContext, run: Run) -> dict[str, Any]:
+    """Pre-train and evaluate one run; returns its results and metric rows."""
+    from ecgscale.evaluate.id_eval import evaluate_id
+    from ecgscale.evaluate.tasks import probe_task
+    from ecgscale.train import pretrain
+
+    config = train_config(ctx, run)
+    resume = (config.out / "config.json").is_file()
+    trained = pretrain(config, resume=resume, overwrite=not resume, progress=False)
+    start = time.perf_counter()
+    spec = ctx.spec
+    pre = Store(ctx.stores[spec.pretrain_store])
+    id_result = evaluate_id(
+        config.out,
+        pre,
+        spec.label_set,
+        top_k=run.config["label_top_k"],
+        c_grid=spec.probe.c_grid,
+        batch_size=spec.probe.batch_size,
+    )
+    metrics: list[tuple[str, str, float]] = [("id", "loss", id_result.loss)]
+    metrics += [("id", k, v) for k, v in id_result.metrics.items() if v is not None]
+    for item in spec.ood:
+        probe = probe_task(
+            config.out,
+            item.task,
+            Store(ctx.stores[item.store]),
+            c_grid=spec.probe.c_grid,
+            batch_size=spec.probe.batch_size,
+        )
+        metrics.append((item.task, "loss", probe.test_loss))
+        metrics += [(item.task, k, v) for k, v in probe.metrics.items() if v is not None]
+    result = {
+        "train_seconds": trained.train_seconds,
+        "eval_seconds": time.perf_counter() - start,
+        "n_params": trained.params,
+        "n_samples": trained.records,
+        "samples_seen": trained.samples_seen,
+        "flops_per_record": trained.flops_per_record,
+        "train_flops": trained.train_flops,
+        "id_loss": id_result.loss,
+        "pretext_loss": id_result.pretext_loss,
+    }
+    return {"result": result, "metrics": metrics}
+
+
+def run_study(spec: StudySpec, *, progress: bool = True) -> Results:
+    """Execute every run of `spec` that is not finished yet; returns the results store."""
+    stores = prepare_stores(spec, progress)
+    runs = plan(spec)
+    results = results_of(spec)
+    results.add_planned(runs)
+    status = results.status()
+    todo = [r for r in runs if status.get(r.run_id) != "done"]
+    if progress:
+        console.print(
+            f"study {spec.name}: {len(runs)} runs, {len(runs) - len(todo)} finished, "
+            f"{len(todo)} to run ({spec.executor.kind} executor)"
+        )
+    ctx = StudyContext(spec, stores)
+    counter = {"done": 0}
+
+    def on_start(run: Run) -> None:
+        results.mark_running(run.run_id)
+
+    def on_done(run: Run, outcome: dict[str, Any]) -> None:
+        results.finish(run.run_id, outcome["result"], outcome["metrics"])
+        counter["done"] += 1
+        if progress:
+            r = outcome["result"]
+            console.print(
+                f"[{counter['done']}/{len(todo)}] {run.family} {run.size} "
+                f"D={r['n_samples']} id_loss={r['id_loss']:.4f} "
+                f"({r['train_seconds'] + r['eval_seconds']:.0f} s)",
+                highlight=False,
+            )
+
+    def on_error(run: Run, error: str, final: bool) -> None:
+        results.mark_failed(run.run_id, error)
+        if progress:
+            what = "failed" if final else "failed, retrying"
+            console.print(f"[red]{run.family} {run.size} {what}: {error}[/red]", highlight=False)
+
+    make_executor(spec.executor).execute(
+        todo, functools.partial(execute_run, ctx), on_start, on_done, on_error
+    )
+    return results
