@@ -46,5 +46,7 @@ def test_resolved_config_fills_objective_defaults_and_round_trips() -> None:
     assert resolved["model_config"] == {"width_multiplier": 0.5}
     again = TrainConfig.model_validate(resolved)
     assert again == config and again.run_hash() == config.run_hash()
+    defaults = TrainConfig(**{**BASE, "objective": "sl"})
+    assert defaults.objective_options == {"head_dropout": 0.0}  # defaults resolved too
     assert _config(out="elsewhere").run_hash() == _config().run_hash()
     assert _config(lr=0.1).run_hash() != _config().run_hash()

@@ -38,6 +38,7 @@ from ecgscale.models.flops import train_flops
 _OBJECTIVE_MODULES: tuple[str, ...] = (
     "ecgscale.objectives.supervised",
     "ecgscale.objectives.cmsc",
+    "ecgscale.objectives.masked_beats",
 )
 
 TRAIN_PHASE = 0

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ecgscale.errors import DataError
@@ -75,7 +75,7 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             meta = json.loads((fh.metadata() or {}).get(_META_KEY, "{}"))
             tensors = {key: fh.get_tensor(key) for key in fh.keys()}
-    except (OSError, ValueError) as exc:  # safetensors raises these for damaged files
+    except (OSError, SafetensorError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: not a readable safetensors checkpoint ({exc})") from exc
     return tensors, meta
 

@@ -62,7 +62,7 @@ class TrainConfig(BaseModel):
     model: str
     model_options: dict[str, Any] = Field(default_factory=dict, alias="model_config")
     objective: str
-    objective_options: dict[str, Any] = Field(default_factory=dict)
+    objective_options: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     data: Path
     label_set: str | None = None
     data_fraction: float = Field(1.0, gt=0.0, le=1.0)

@@ -17,23 +17,25 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 
 from ecgscale.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class DistContext:
-    """Where this process stands: rank, number of processes and its device."""
+    """Where this process stands: rank, number of processes, its device, and whether this module
+    created the process group (and so destroys it at the end)."""
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    owns_group: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -48,7 +50,8 @@ def init_distributed(device: str) -> DistContext:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1), else a single process.
 
     `device` is the configured device ("cpu", "cuda", "cuda:N"); under torchrun a CUDA device
-    becomes `cuda:LOCAL_RANK`.
+    becomes `cuda:LOCAL_RANK`. A process group the caller already initialised is used as it is
+    (so one launch can run several trainings).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     base = torch.device(device)
@@ -61,14 +64,15 @@ def init_distributed(device: str) -> DistContext:
     if base.type == "cuda":
         base = torch.device("cuda", local_rank)
         torch.cuda.set_device(base)
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         dist.init_process_group(backend="nccl" if base.type == "cuda" else "gloo")
-    return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=base)
+    return DistContext(rank, world, local_rank, base, owns)
 
 
 def shutdown(ctx: DistContext) -> None:
-    """Leave the process group (if this module joined one)."""
-    if ctx.enabled and dist.is_initialized():
+    """Destroy the process group if `init_distributed` created it."""
+    if ctx.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
 
@@ -84,20 +88,39 @@ def shard_steps(order: np.ndarray, global_batch: int, ctx: DistContext) -> np.nd
     return np.ascontiguousarray(batches[:, ctx.rank]).reshape(-1)
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sums every rank's gradient and keeps this rank's rows
+    (shards of equal size)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.rows, ctx.rank = x.shape[0], dist.get_rank()
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.contiguous().clone()
+        dist.all_reduce(total)
+        return total[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate `x` `(n, ...)` from every rank along dim 0 (rank order), keeping gradients.
 
-    The backward sums the gradients of all ranks into each shard, which together with DDP's
-    averaging gives every parameter the gradient of the single-process loss.
+    Every rank then computes the loss of the whole global batch; the backward sums the gradients
+    of all ranks into each shard, which together with DDP's averaging gives every parameter the
+    gradient of the single-process loss.
     """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if world_size() == 1:
         return x
-    return torch.cat(dist_fn.all_gather(x), dim=0)
+    return _GatherWithGrad.apply(x)
 
 
 def gather(x: torch.Tensor) -> torch.Tensor:
     """Concatenate `x` `(n, ...)` from every rank along dim 0, without gradients."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if world_size() == 1:
         return x
     parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, x.contiguous())
@@ -126,3 +149,9 @@ def global_mean(total: torch.Tensor, count: torch.Tensor, sharded: bool) -> torc
     if not sharded or world_size() == 1:
         return total / count.clamp_min(1)
     return total * world_size() / all_reduce_sum(count.to(total.dtype)).clamp_min(1)
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op without a process group)."""
+    if world_size() > 1:
+        dist.barrier()

@@ -64,6 +64,7 @@ from ecgscale.train.config import TrainConfig
 from ecgscale.train.distributed import (
     DistContext,
     all_reduce_sum,
+    barrier,
     gather,
     init_distributed,
     shard_steps,
@@ -260,6 +261,7 @@ class _Run:
     def prepare_dir(self, resume: bool, overwrite: bool) -> None:
         """Start a fresh run directory, or restore from `last.safetensors` when resuming."""
         has_run = (self.out / "config.json").is_file()
+        barrier()  # every rank has looked before rank 0 writes
         if has_run and not (resume or overwrite):
             raise UserError(
                 f"{self.out} already holds a run; pass --resume to continue it or --overwrite"
@@ -275,6 +277,7 @@ class _Run:
             self.out.mkdir(parents=True, exist_ok=True)
             write_json(self.out / "config.json", self._saved_config())
             self._truncate_log()
+        barrier()
 
     def _check_same_run(self) -> None:
         saved = json.loads((self.out / "config.json").read_text())
