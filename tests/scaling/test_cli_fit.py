@@ -1,0 +1,108 @@
+"""`ecgscale fit` end to end on a synthetic results table: tables, JSON, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ecgscale.cli import fit as fit_cli
+from ecgscale.cli.main import main
+
+
+def _results(path: Path, *, tiny_group: bool = False) -> Path:
+    """resnet/cmsc: a 4 x 4 grid of N and D (joint law); resnet/supervised: N varies, D fixed
+    (one-axis law). Two tasks with ID and OOD losses that follow a known transfer law."""
+    rng = np.random.default_rng(0)
+    rows = []
+    grids = {
+        "cmsc": [(n, d) for n in np.geomspace(1e5, 1e7, 4) for d in np.geomspace(1e4, 1e6, 4)],
+        "supervised": [(n, 1e5) for n in np.geomspace(1e5, 1e7, 5)],
+    }
+    if tiny_group:
+        grids["tiny"] = [(1e5, 1e4), (1e6, 1e4)]
+    for objective, points in grids.items():
+        for n, d in points:
+            run = f"{objective}-{n:.0f}-{d:.0f}"
+            id_base = 0.3 + 30 * n**-0.35 + 20 * d**-0.3
+            for task, scale in (("af", 1.0), ("mi", 1.2)):
+                id_loss = scale * id_base * np.exp(rng.normal(0, 0.003))
+                ood_loss = (0.5 + 1.3 * (id_loss - 0.3 * scale) ** 0.8) * np.exp(
+                    rng.normal(0, 0.003)
+                )
+                rows.append(
+                    dict(
+                        run_id=run, family="resnet", objective=objective, n_params=n,
+                        n_samples=d, flops_per_record=2 * n, train_flops=30 * n * d, task=task,
+                        id_loss=id_loss, ood_loss=ood_loss,
+                    )
+                )  # fmt: skip
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_fit_prints_tables_and_writes_json(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(fit_cli.console, "width", 250)
+    table = _results(tmp_path / "results.csv")
+    out = tmp_path / "fits" / "fits.json"
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", str(table), "--target", "ood_loss", "--by", "family,objective",
+              "--n-boot", "100", "--out", str(out)])  # fmt: skip
+    assert exc.value.code == 0
+    printed = capsys.readouterr().out
+    assert "Scaling fits of ood_loss" in printed
+    assert "L(N, D)" in printed and "L(N)" in printed
+    assert "Compute-optimal allocation" in printed and "Loss-to-loss transfer" in printed
+    assert f"wrote {out}" in printed
+
+    payload = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
+    assert payload["by"] == ["family", "objective"] and payload["n_boot"] == 100
+    groups = {g["label"]: g for g in payload["groups"]}
+    assert set(groups) == {"resnet/cmsc", "resnet/supervised"}
+    joint, axis = groups["resnet/cmsc"], groups["resnet/supervised"]
+    assert joint["fit"]["kind"] == "joint" and joint["n_runs"] == 16
+    assert set(joint["fit"]["params"]) == {"E", "A", "B", "alpha", "beta"}
+    assert axis["fit"]["kind"] == "axis" and axis["fit"]["axis"] == "N"
+    assert joint["compute_optimal"]["flops"]["coef"] == pytest.approx(30.0)
+    assert axis["compute_optimal"] is None
+    for group in (joint, axis):
+        tasks = [t["task"] for t in group["transfer"]]
+        assert tasks == ["af", "mi", "mean over tasks"]
+        assert all(
+            t["params"]["kappa"]["low"] < t["params"]["kappa"]["high"] for t in group["transfer"]
+        )
+    assert payload["comparisons"] == []  # a joint and a one-axis law are not compared
+    assert not list(out.parent.glob(".*.tmp"))  # atomic write leaves no temporary file
+
+
+def test_fit_errors_are_one_line(tmp_path: Path, capsys) -> None:
+    table = _results(tmp_path / "results.csv", tiny_group=True)
+    cases = [
+        ([str(tmp_path / "absent.csv")], "no such file"),
+        (
+            [str(table), "--by", "family,site"],
+            "--by: no column site in the results table; available: run_id",
+        ),
+        ([str(table), "--target", "auc"], "--target: no column auc"),
+        (
+            [str(table), "--n-boot", "0"],
+            "group resnet/tiny (2 runs): too few points to fit: N takes 2",
+        ),
+    ]
+    for args, message in cases:
+        with pytest.raises(SystemExit) as exc:
+            main(["fit", *args])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err.replace("\n", "")
+        assert err.startswith("error:")
+
+
+def test_fit_help(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--help"])
+    assert exc.value.code == 0
+    assert "--target" in capsys.readouterr().out
