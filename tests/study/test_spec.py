@@ -1,0 +1,81 @@
+"""Spec validation: every mistake is one line with its path in the file and what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ecgscale.errors import ConfigError, UserError
+from ecgscale.study.planner import plan
+from ecgscale.study.spec import load_spec, parse_spec
+
+
+def _error(data: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_spec(data, "s.yaml")
+    return str(info.value)
+
+
+def test_messages_name_the_path_and_the_allowed_values(base_spec) -> None:
+    bad = dict(base_spec, budjet={"epochs": 1})
+    assert _error(bad).startswith("s.yaml: budjet: unknown key; allowed keys: name, out, stores,")
+
+    bad = dict(base_spec, seeds=["a"])
+    assert _error(bad) == (
+        "s.yaml: seeds[0]: Input should be a valid integer, unable to parse string as an integer "
+        "(got 'a')"
+    )
+
+    bad = dict(base_spec)
+    bad["families"] = [dict(base_spec["families"][0], model="resnt")]
+    message = _error(bad)
+    assert message.startswith("s.yaml: families[0].model: unknown model 'resnt'; expected one of:")
+    assert "beat_transformer" in message and "resnet" in message
+
+    bad["families"] = [dict(base_spec["families"][0], objective="mae")]
+    assert _error(bad).startswith(
+        "s.yaml: families[0].objective: unknown objective 'mae'; expected one of: cmsc, masked, sl"
+    )
+
+    bad = dict(base_spec, ood=[{"task": "no_such_task", "store": "source"}])
+    assert _error(bad) == (
+        "s.yaml: ood[0].task: unknown task 'no_such_task'; see `ecgscale tasks list`"
+    )
+
+    bad = dict(base_spec, ood=[{"task": "synth_sex", "store": "elsewhere"}])
+    assert _error(bad) == (
+        "s.yaml: top level: ood[0].store 'elsewhere': expected one of: source, shifted"
+    )
+
+    bad = dict(base_spec)
+    bad["families"] = [dict(base_spec["families"][0], colour="red")]
+    assert _error(bad).startswith("s.yaml: families[0].colour: unknown key; allowed keys: name,")
+
+    bad = dict(base_spec, data_fractions=[0.5, 2])
+    assert "data_fractions: data fractions must be in (0, 1]" in _error(bad)
+
+
+def test_yaml_file_errors_and_relative_paths(tmp_path: Path, base_spec) -> None:
+    with pytest.raises(UserError, match="no such study file"):
+        load_spec(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_spec(tmp_path / "bad.yaml")
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(dict(base_spec, out="results")))
+    spec = load_spec(tmp_path / "s.yaml")
+    assert spec.out == tmp_path / "results"
+
+
+def test_plan_ids_are_stable_and_distinct(base_spec) -> None:
+    spec = parse_spec(dict(base_spec, data_fractions=[0.5, 1.0], seeds=[0, 1]))
+    runs = plan(spec)
+    assert len(runs) == 2 * 2 * 2 and len({r.run_id for r in runs}) == 8
+    assert [r.run_id for r in plan(spec)] == [r.run_id for r in runs]
+    other = parse_spec(dict(base_spec, budget={"epochs": 2}))
+    assert {r.run_id for r in plan(other)}.isdisjoint(r.run_id for r in runs)
+    bad = dict(base_spec)
+    bad["families"] = [dict(base_spec["families"][0], sizes=[99])]
+    with pytest.raises(ConfigError, match=r"size index 99 outside the ladder \(0-8\)"):
+        plan(parse_spec(bad))
