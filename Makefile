@@ -5,8 +5,9 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint venv
+.PHONY: demo test lint venv browser
 
 venv: $(STAMP)
 
@@ -20,7 +21,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/ecgscale demo
 
-test: $(STAMP)
+# The report test renders the HTML report in headless Chromium (Debian's package).
+browser:
+	command -v chromium >/dev/null 2>&1 || ($(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null)
+
+test: $(STAMP) browser
 	$(VENV)/bin/python -m pytest -q
 
 lint: $(STAMP)
