@@ -78,6 +78,35 @@ def test_fit_prints_tables_and_writes_json(tmp_path: Path, capsys, monkeypatch) 
     assert not list(out.parent.glob(".*.tmp"))  # atomic write leaves no temporary file
 
 
+def test_label_scaling_through_the_cli(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(fit_cli.console, "width", 250)
+    # Tasks of frequent labels gain more from pre-training labels than tasks of tail labels.
+    labels = np.geomspace(10, 1e4, 6)
+    rows = []
+    for i, n_labels in enumerate(labels):
+        for task, group, alpha in (("af", "frequent", 0.5), ("rare", "tail", 0.2)):
+            rows.append(
+                dict(
+                    run_id=f"r{i}", family="resnet", objective="supervised", n_params=1e6,
+                    n_samples=1e5, flops_per_record=2e6, train_flops=6e11, task=task,
+                    id_loss=0.3 + 2 * n_labels**-alpha, ood_loss=np.nan, n_labels=n_labels,
+                    label_group=group,
+                )
+            )  # fmt: skip
+    table = tmp_path / "labels.parquet"
+    pd.DataFrame(rows).to_parquet(table)
+    out = tmp_path / "labels.json"
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", str(table), "--target", "id_loss", "--by", "label_group", "--x", "n_labels",
+              "--n-boot", "50", "--out", str(out)])  # fmt: skip
+    assert exc.value.code == 0
+    groups = {g["label"]: g["fit"] for g in json.loads(out.read_text())["groups"]}
+    assert groups["frequent"]["axis"] == "n_labels"
+    assert groups["frequent"]["params"]["alpha"]["value"] == pytest.approx(0.5, abs=0.01)
+    assert groups["tail"]["params"]["alpha"]["value"] == pytest.approx(0.2, abs=0.01)
+    assert "to match a 10x increase in n_labels of frequent, tail needs" in capsys.readouterr().out
+
+
 def test_fit_errors_are_one_line(tmp_path: Path, capsys) -> None:
     table = _results(tmp_path / "results.csv", tiny_group=True)
     cases = [

@@ -41,6 +41,8 @@ _LOG_SCALE_ABOVE = 2.0  # ... and this far above log(max loss)
 # A parameter is "poorly identified" when its bootstrap SE exceeds this multiple of |estimate|.
 _REL_SE_LIMIT = {"scale": 0.5, "exponent": 0.5, "coefficient": 1.0}
 _CHUNK_ELEMENTS = 32_768  # points x problems evaluated at once (L2-sized temporaries)
+# Bootstrap: every start gets this many iterations; then only each resample's best start goes on.
+_SCREEN_ITER = 30
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,6 @@ class Estimate:
 
     def __float__(self) -> float:
         return self.value
-
-    def __format__(self, spec: str) -> str:
-        spec = spec or ".4g"
-        return f"{self.value:{spec}} [{self.low:{spec}}, {self.high:{spec}}]"
 
     def to_dict(self) -> dict[str, float]:
         return {"value": self.value, "se": self.se, "low": self.low, "high": self.high}
@@ -318,9 +316,12 @@ def fit_options(options: dict[str, Any]) -> FitOptions:
 @dataclass(frozen=True, eq=False)
 class Core:
     """Raw engine result. natural: (E, A_1..A_K, alpha_1..alpha_K); samples: (n_boot, 2K+1) in the
-    same order; at_bound: names of parameters whose estimate or interval reaches a bound."""
+    same order; at_bound: names of parameters whose estimate or interval reaches a bound;
+    refit_starts: the bootstrap's start set as uncentred `FitOptions.starts`, for refits of subsets
+    of the points (a held-out refit is a perturbation of the data, like a resample)."""
 
     natural: np.ndarray
+    refit_starts: np.ndarray
     samples: np.ndarray
     counts: np.ndarray
     objective: float
@@ -393,23 +394,32 @@ def _solve(
     lower: np.ndarray,
     upper: np.ndarray,
     opts: FitOptions,
+    screen_iter: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Optimise G problems (G = max(len(z), len(w), len(lower))) from every start (S, p).
 
-    lower, upper: (1 or G, p). Returns per problem the best end point (G, p), its objective (G,)
-    and convergence (G,), plus every end point (G*S, p) and objective (G*S,).
+    lower, upper: (1 or G, p). screen_iter: run every start only this many iterations, then only
+    the best start of each problem to convergence (None: every start to convergence). Returns per
+    problem the best end point (G, p), its objective (G,) and convergence (G,), plus every
+    (screened) end point (G*S, p) and its objective (G*S,).
     """
     n_groups = max(z.shape[0], w.shape[0], lower.shape[0])
     n_starts = starts.shape[0]
+    screen = screen_iter is not None and n_starts > 1
     group = np.repeat(np.arange(n_groups), n_starts)
     x0 = np.tile(starts, (n_groups, 1))
     low = np.repeat(lower, n_starts, axis=0) if lower.shape[0] > 1 else lower[0]
     high = np.repeat(upper, n_starts, axis=0) if upper.shape[0] > 1 else upper[0]
     fun = _HuberLSE(z, log_y, w, group, opts.huber_delta)
-    res = minimize_batch(fun, x0, low, high, max_iter=opts.max_iter)
+    res = minimize_batch(fun, x0, low, high, max_iter=screen_iter if screen else opts.max_iter)
     f_all = np.where(np.isfinite(res.f), res.f, np.inf)
     flat = np.arange(n_groups) * n_starts + np.argmin(f_all.reshape(n_groups, n_starts), axis=1)
-    return res.x[flat], f_all[flat], res.converged[flat], res.x, f_all
+    if not screen:
+        return res.x[flat], f_all[flat], res.converged[flat], res.x, f_all
+    fun = _HuberLSE(z, log_y, w, np.arange(n_groups), opts.huber_delta)
+    best = minimize_batch(fun, res.x[flat], lower, upper, max_iter=opts.max_iter)
+    f_best = np.where(np.isfinite(best.f), best.f, np.inf)
+    return best.x, f_best, best.converged, res.x, f_all
 
 
 def _to_natural(theta: np.ndarray, centre: np.ndarray) -> np.ndarray:
@@ -497,12 +507,12 @@ def run_engine(
     bound = _at_edge(theta[None], lower[:1], upper[:1])[0] & ~fixed
     samples = np.full((n_boot, theta.size), np.nan)
     failed = 0.0
+    starts_b = _boot_starts(ends, f_ends, opts.boot_starts)
     if n_boot:
         z_boot = z if boot_log_x is None else boot_log_x - centre
-        starts_b = _boot_starts(ends, f_ends, opts.boot_starts)
         w_boot = counts.astype(np.float64)
         theta_b, f_b, conv_b, _, _ = _solve(
-            z_boot, log_y, w_boot, starts_b, lower[1:], upper[1:], opts
+            z_boot, log_y, w_boot, starts_b, lower[1:], upper[1:], opts, _SCREEN_ITER
         )
         ok = np.isfinite(f_b)
         failed = float(1.0 - np.mean(ok & conv_b))
@@ -510,8 +520,11 @@ def run_engine(
         samples = _to_natural(theta_b, centre)
         bound |= (_at_edge(theta_b, lower[1:], upper[1:]).mean(axis=0) > 0.025) & ~fixed
     at_bound = tuple(name for name, hit in zip(_internal_names(names), bound, strict=True) if hit)
+    refit_starts = starts_b.copy()
+    refit_starts[:, :n_axes] += refit_starts[:, n_axes + 1 :] * centre  # back to uncentred
     return Core(
         natural=_to_natural(theta, centre),
+        refit_starts=refit_starts,
         samples=samples,
         counts=counts,
         objective=float(f_best[0]),
@@ -635,7 +648,9 @@ def _fit_law(
     extrap: tuple[Extrapolation, ...] = ()
     notes: list[str] = []
     if opts.extrapolate:
-        refit_opts = replace(opts, n_boot=0, resamples=None, extrapolate=False)
+        refit_opts = replace(
+            opts, n_boot=0, resamples=None, extrapolate=False, starts=core.refit_starts
+        )
 
         def refit_predict(keep: np.ndarray) -> np.ndarray:
             check_points({k: v[keep] for k, v in axes.items()}, int(keep.sum()), len(names))

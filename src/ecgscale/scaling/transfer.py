@@ -147,7 +147,9 @@ def fit_transfer(
     extrap: tuple = ()
     notes: list[str] = []
     if opts.extrapolate:
-        refit_opts = replace(opts, n_boot=0, resamples=None, extrapolate=False)
+        refit_opts = replace(
+            opts, n_boot=0, resamples=None, extrapolate=False, starts=core.refit_starts
+        )
         pinned = None if fixed_e is None else fixed_e[:1]
 
         def refit_predict(keep: np.ndarray) -> np.ndarray:
