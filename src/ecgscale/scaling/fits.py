@@ -11,10 +11,11 @@ the original Chinchilla fit). It is minimised with a batched L-BFGS (`lbfgs.mini
 float64, analytic gradients) from a grid of starting points; the best end point wins.
 
 Uncertainty comes from a nonparametric bootstrap over points (runs): each resample is the same
-objective with multinomial counts as weights, so all resamples are optimised together as one batched
-problem, each from the few best distinct optima of the full-data grid search, keeping the best end
-point per resample. Intervals are bootstrap percentiles (95 %), standard errors the bootstrap
-standard deviations.
+objective with multinomial counts as weights, so all resamples are optimised together as one
+batched problem. Each resample starts from a few points (the point estimate, other distinct
+full-data optima, the point estimate with rescaled exponents); every start runs 30 iterations, then
+the best start of each resample runs to convergence. Intervals are bootstrap percentiles (95 %),
+standard errors the bootstrap standard deviations.
 
 Internally the log axes are centred (a_k then is the log of term k at the geometric-mean x_k),
 which decorrelates a_k from alpha_k; parameters are boxed so that a law the data cannot pin down
@@ -279,8 +280,9 @@ class FitOptions:
     a published bootstrap). starts: starting points (n_starts, 2K+1) as (a_1..a_K, e, alpha_1..K)
     with uncentred a_k = log A_k, e = log E; default a data-scaled grid. boot_starts: starts per
     resample (the point estimate, other distinct full-data optima, then the point estimate with
-    rescaled exponents); the best end point per resample is kept. huber_delta: Huber threshold in
-    log loss. max_iter: L-BFGS iterations per problem. extrapolate: run the leave-largest-out check.
+    rescaled exponents); after 30 iterations each resample's best start goes on. huber_delta:
+    Huber threshold in log loss. max_iter: L-BFGS iterations per problem. extrapolate: run the
+    leave-largest-out check.
     """
 
     n_boot: int = 4000
