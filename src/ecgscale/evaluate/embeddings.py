@@ -2,12 +2,16 @@
 
 The cache key is (checkpoint content hash, store checksum, store preprocessing), so probing many
 tasks of one store re-uses a single forward pass, and a changed checkpoint or store is never served
-stale embeddings. Files are `<cache_dir>/<key>.npy` (float32 `(records, embed_dim)`), written
-atomically; the default cache directory is the run's `embeddings/` folder.
+stale embeddings. Files are `<cache_dir>/<key>.npy` (float32 `(records, embed_dim)`), streamed into
+a temporary file batch by batch (memory stays at one batch whatever the store's size) and renamed
+when complete, so an interrupted pass leaves no file that looks complete; the default cache
+directory is the run's `embeddings/` folder. The device is not part of the key: embeddings computed
+on a GPU and on a CPU agree to float32 rounding, and whichever was cached first is served.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -16,18 +20,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ecgscale.data.loader import BatchLoader
 from ecgscale.data.store import Store
 from ecgscale.errors import ConfigError
 from ecgscale.train.checkpoint import load_tensors
 
 
-def checkpoint_hash(path: str | Path) -> str:
-    """blake2b of a checkpoint file's bytes."""
+@functools.lru_cache(maxsize=64)
+def _file_hash(path: str, inode: int, size: int, mtime_ns: int) -> str:
+    """blake2b of a file's bytes; memoised on (path, inode, size, mtime) since checkpoints are
+    replaced by rename (a new inode) and never rewritten in place."""
     digest = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 22), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def checkpoint_hash(path: str | Path) -> str:
+    """blake2b of a checkpoint file's bytes (hashed once per process for an unchanged file)."""
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    return _file_hash(str(resolved), stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 def cache_key(checkpoint: str | Path, store: Store) -> str:
@@ -46,15 +60,55 @@ def model_fs(run_dir: str | Path, which: str = "best") -> float:
     return float(meta["config"]["store_fs"])
 
 
-@torch.no_grad()
-def encode(encoder: torch.nn.Module, store: Store, rows: np.ndarray, batch_size: int) -> np.ndarray:
-    """`encoder.forward_features` over `store` rows in order, float32 `(len(rows), embed_dim)`."""
+def check_rate(run_dir: str | Path, store: Store, which: str = "best") -> None:
+    """Raise `ConfigError` when `store` is sampled at another rate than the run was trained at."""
+    fs = model_fs(run_dir, which)
+    if fs != store.fs:
+        raise ConfigError(
+            f"{store.path}: sampled at {store.fs:g} Hz but the model in {run_dir} "
+            f"was trained at {fs:g} Hz; prepare the store with --fs {fs:g}"
+        )
+
+
+@torch.inference_mode()
+def encode(
+    encoder: torch.nn.Module,
+    store: Store,
+    rows: np.ndarray,
+    batch_size: int,
+    *,
+    device: str | torch.device = "cpu",
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """`encoder.forward_features` over `store` rows in order, in eval mode.
+
+    Batches are read by a background thread while the previous one is encoded. Returns float32
+    `(len(rows), embed_dim)`, written into `out` when given (e.g. a memory-mapped file).
+    """
     encoder.eval()
-    out = []
-    for start in range(0, len(rows), batch_size):
-        x = torch.from_numpy(store.batch(rows[start : start + batch_size]))
-        out.append(encoder.forward_features(x).float().numpy())
-    return np.concatenate(out) if out else np.zeros((0, encoder.embed_dim), np.float32)
+    if out is None:
+        out = np.empty((len(rows), encoder.embed_dim), dtype=np.float32)
+    loader = BatchLoader(store, np.asarray(rows), batch_size, shuffle=False, prefetch=2)
+    start = 0
+    for batch in loader:
+        z = encoder.forward_features(batch.x.to(device, non_blocking=True))
+        out[start : start + len(z)] = z.float().cpu().numpy()
+        start += len(z)
+    return out
+
+
+def _cached(path: Path, rows: int) -> np.ndarray | None:
+    """The cached embeddings at `path` (memory-mapped, read-only), or None when absent or not
+    a complete `(rows, dim)` float32 array (a damaged file is then recomputed)."""
+    if not path.is_file():
+        return None
+    try:
+        features = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    if features.ndim != 2 or features.shape[0] != rows or features.dtype != np.float32:
+        return None
+    return features
 
 
 def embed(
@@ -64,31 +118,39 @@ def embed(
     which: str = "best",
     batch_size: int = 256,
     cache_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
 ) -> np.ndarray:
-    """Embeddings `(len(store), embed_dim)` of every record of `store` by the run's encoder.
+    """Embeddings `(len(store), embed_dim)` float32 of every record of `store` by the run's encoder.
+
+    The array is memory-mapped from the cache file (read-only); index it (`features[rows]`) to get
+    the records of a task in memory.
 
     Raises `ConfigError` when the store's sampling rate differs from the one the model was trained
     at (prepare the store at that rate).
     """
     from ecgscale.train import load_encoder
 
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size}: expected at least 1")
     run_dir = Path(run_dir)
     checkpoint = run_dir / f"{which}.safetensors"
-    fs = model_fs(run_dir, which)
-    if fs != store.fs:
-        raise ConfigError(
-            f"{store.path}: sampled at {store.fs:g} Hz but the model in {run_dir} "
-            f"was trained at {fs:g} Hz; prepare the store with --fs {fs:g}"
-        )
+    check_rate(run_dir, store, which)
     cache = Path(cache_dir) if cache_dir is not None else run_dir / "embeddings"
     path = cache / f"{cache_key(checkpoint, store)}.npy"
-    if path.is_file():
-        return np.load(path)
-    torch.manual_seed(0)  # encoders with stochastic parts (none at eval) stay reproducible
-    features = encode(load_encoder(run_dir, which), store, np.arange(len(store)), batch_size)
+    features = _cached(path, len(store))
+    if features is not None:
+        return features
+    encoder = load_encoder(run_dir, which).to(device)
     cache.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        np.save(fh, features)
-    os.replace(tmp, path)
-    return features
+    try:
+        out = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=np.float32, shape=(len(store), encoder.embed_dim)
+        )
+        encode(encoder, store, np.arange(len(store)), batch_size, device=device, out=out)
+        out.flush()
+        del out
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return np.load(path, mmap_mode="r")

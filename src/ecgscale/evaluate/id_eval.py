@@ -3,7 +3,8 @@
 SL models are scored by their own head (mean BCE over the source labels, as trained); SSL models by
 a linear probe on the source labels over frozen embeddings. Both get the probe too (`probe_loss`),
 so SL and SSL models can also be compared on exactly the same quantity; the pretext loss (the
-objective's best validation loss) is reported alongside.
+objective's best validation loss) is reported alongside. Head and probe both read the cached
+embeddings, so ID evaluation costs one encoder pass shared with the OOD probes of the same store.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ import torch
 import torch.nn.functional as F
 
 from ecgscale.data.store import Store
+from ecgscale.errors import ConfigError
 from ecgscale.evaluate.embeddings import embed
 from ecgscale.evaluate.metrics import auroc
 from ecgscale.evaluate.probe import DEFAULT_C_GRID, linear_probe
 from ecgscale.train.checkpoint import load_tensors, strip_prefix
+
+SL_HEAD = "objective.head.linear"
+"""Checkpoint prefix of the supervised objective's linear head (`weight`, `bias`)."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,7 @@ class IDResult:
         loss: the ID loss (SL: head BCE on the test split; SSL: probe test loss).
         kind: "head" or "probe", which produced `loss`.
         probe_loss: linear-probe test loss on the source labels (every run).
-        pretext_loss: the objective's best validation loss.
+        pretext_loss: the objective's best validation loss (NaN when not recorded).
         metrics: test metrics (auroc of the head or probe, probe metrics prefixed `probe_`).
     """
 
@@ -48,9 +53,20 @@ def source_classes(store: Store, label_set: str, top_k: int | None) -> list[str]
     classes = list(store.label_sets[label_set])
     if top_k is None:
         return classes
-    counts = store.labels(label_set)[store.split_indices("train")].sum(0)
+    counts = store.labels(label_set)[store.split_indices("train")].sum(0, dtype=np.int64)
     order = sorted(range(len(classes)), key=lambda k: (-counts[k], classes[k]))
     return [classes[k] for k in order[:top_k]]
+
+
+def head_loss(
+    features: np.ndarray, y: np.ndarray, head: dict[str, torch.Tensor]
+) -> tuple[float, np.ndarray]:
+    """Mean BCE of a linear head over `(records, embed_dim)` features and `(records, classes)`
+    0/1 targets, computed in float64; returns the loss and the logits."""
+    z = torch.from_numpy(np.asarray(features, np.float64)) @ head["weight"].double().T
+    z = z + head["bias"].double()
+    loss = F.binary_cross_entropy_with_logits(z, torch.from_numpy(np.asarray(y, np.float64)))
+    return float(loss), z.numpy()
 
 
 def evaluate_id(
@@ -61,25 +77,44 @@ def evaluate_id(
     top_k: int | None = None,
     c_grid: Sequence[float] = DEFAULT_C_GRID,
     batch_size: int = 256,
+    cache_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
 ) -> IDResult:
-    """ID loss and metrics of the run in `run_dir` on `store`'s test split."""
+    """ID loss and metrics of the run in `run_dir` on `store`'s test split.
+
+    The source classes are the checkpoint's own (`classes` in its metadata) when it records
+    them, else `source_classes(store, label_set, top_k)`; an SL head whose width differs from
+    their number is a `ConfigError`.
+    """
     run_dir = Path(run_dir)
     tensors, meta = load_tensors(run_dir / "best.safetensors")
-    classes = meta.get("classes") or source_classes(store, label_set, top_k)
+    if label_set not in store.label_sets:
+        raise ConfigError(
+            f"{store.path}: no label set {label_set!r} to evaluate {run_dir} on; "
+            f"available: {', '.join(store.label_sets) or 'none'}"
+        )
+    classes = list(meta.get("classes") or source_classes(store, label_set, top_k))
     columns = [store.label_sets[label_set].index(c) for c in classes]
     y = store.labels(label_set)[:, columns].astype(np.float32)
-    features = embed(run_dir, store, batch_size=batch_size)
+    features = embed(run_dir, store, batch_size=batch_size, cache_dir=cache_dir, device=device)
     train, val, test = (store.split_indices(s) for s in ("train", "val", "test"))
     probe = linear_probe(
         features, y, "multilabel", train, val, test, c_grid=c_grid, label_names=classes
     )
     metrics: dict[str, float | None] = {f"probe_{k}": v for k, v in probe.metrics.items()}
-    head = strip_prefix("objective.head.linear", tensors)
     pretext = float(meta.get("val", {}).get("loss", np.nan))
+    head = strip_prefix(SL_HEAD, tensors)
     if meta["config"]["objective"] == "sl" and head:
-        z = torch.from_numpy(features[test]) @ head["weight"].T.float() + head["bias"].float()
-        loss = float(F.binary_cross_entropy_with_logits(z, torch.from_numpy(y[test])))
-        metrics["auroc"] = auroc(y[test].astype(np.uint8), z.numpy()).macro
+        width = int(head["weight"].shape[0])
+        if width != len(classes):
+            raise ConfigError(
+                f"{run_dir}: the SL head has {width} outputs but {label_set!r}"
+                + (f" top {top_k}" if top_k is not None else "")
+                + f" gives {len(classes)} classes; evaluate with the run's label set"
+            )
+        loss, logits = head_loss(np.asarray(features[test]), y[test], head)
+        macro = auroc(y[test].astype(np.uint8), logits).macro
+        metrics["auroc"] = None if np.isnan(macro) else macro
         return IDResult(loss, "head", probe.test_loss, pretext, metrics)
     metrics["auroc"] = probe.metrics.get("auroc")
     return IDResult(probe.test_loss, "probe", probe.test_loss, pretext, metrics)

@@ -1,14 +1,129 @@
-"""Probing a run on a named task: embeddings of the task's store, then a linear probe."""
+"""Probing runs on named tasks: embeddings of the task's store, then a linear probe; tidy results.
+
+`probe_task` is what a study runs for every OOD task; `probe_task_fractions` repeats it on
+fractions of the training labels; `probe_table` does every (run, task) pair and returns the tidy
+table that `ecgscale probe` writes: one row per model x task x protocol x fraction x draw x metric
+(per-class metrics carry the class name).
+
+Tasks that list the `challenge` metric (the PhysioNet/CinC 2021 tasks) also get the challenge score
+of the probe's thresholded test outputs (`score >= threshold`, thresholds tuned for F1 on the
+validation split), scored against every scored class of each test record - classes the task left
+out for lack of training positives included, as the official scorer counts them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
 
 from ecgscale.data.store import Store
+from ecgscale.errors import ConfigError, DataError
+from ecgscale.evaluate.challenge2021 import (
+    ChallengeTables,
+    challenge_score,
+    load_challenge_tables,
+)
 from ecgscale.evaluate.embeddings import embed
-from ecgscale.evaluate.probe import DEFAULT_C_GRID, ProbeResult, linear_probe
-from ecgscale.tasks import get_task
+from ecgscale.evaluate.probe import (
+    DEFAULT_C_GRID,
+    FractionResult,
+    ProbeResult,
+    label_fraction_probes,
+    linear_probe,
+)
+from ecgscale.tasks import Task, TaskData, get_task
+
+TABLE_COLUMNS: tuple[str, ...] = (
+    "model", "task", "protocol", "fraction", "draw", "seed", "metric", "class", "value",
+)  # fmt: skip
+"""Columns of the tidy results table; `class` is empty for task-level metrics."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Challenge 2021 score
+
+
+def challenge_tables(store: Store, scoring: str | Path | None = None) -> ChallengeTables:
+    """The Challenge 2021 tables in `scoring`, else in the folder the store was labelled with
+    (its manifest's provenance)."""
+    folder = scoring if scoring is not None else store.manifest["provenance"].get("scoring")
+    if folder is None:
+        raise DataError(
+            f"{store.path}: no Challenge 2021 scoring folder recorded; pass --scoring DIR "
+            "with weights.csv and dx_mapping_scored.csv"
+        )
+    return load_challenge_tables(folder)
+
+
+def task_challenge_score(
+    task: Task,
+    data: TaskData,
+    store: Store,
+    positions: np.ndarray,
+    decisions: np.ndarray,
+    scoring: str | Path | None = None,
+) -> float:
+    """Challenge score of `(len(positions), classes)` 0/1 decisions over the task's classes.
+
+    `positions` index `data.rows`. Labels are every class of the task's label set (not only the
+    classes the task kept), mapped onto the scored classes of the tables.
+    """
+    if task.labels is None:
+        raise ConfigError(f"task {task.name}: the challenge metric needs a label-set task")
+    tables = challenge_tables(store, scoring)
+    vocabulary = store.label_sets[task.labels]
+    truth = store.labels(task.labels)[data.rows[positions]].astype(np.float64)
+    labels = (truth @ tables.column_map(vocabulary)) > 0
+    outputs, _ = tables.encode_outputs(list(data.classes), np.asarray(decisions))
+    return challenge_score(tables, labels, outputs)
+
+
+def _with_challenge(
+    result: ProbeResult,
+    task: Task,
+    data: TaskData,
+    store: Store,
+    scoring: str | Path | None,
+) -> ProbeResult:
+    """`result` with `metrics["challenge"]` when the task lists that metric."""
+    if "challenge" not in task.metrics:
+        return result
+    decisions = result.test_outputs >= np.asarray(result.thresholds)
+    score = task_challenge_score(task, data, store, data.test, decisions, scoring)
+    metrics = MappingProxyType({**result.metrics, "challenge": score})
+    return dataclasses.replace(result, metrics=metrics)
+
+
+# ----------------------------------------------------------------------------------------------
+# Probes of one run on one task
+
+
+def task_features(
+    run_dir: str | Path,
+    task: str,
+    store: Store,
+    *,
+    which: str = "best",
+    batch_size: int = 256,
+    cache_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[Task, TaskData, np.ndarray]:
+    """The task, its targets and splits on `store`, and the run's embeddings of its records
+    `(len(data), embed_dim)` (from the embedding cache)."""
+    definition = get_task(task)
+    data = definition.load(store)
+    features = embed(
+        run_dir, store, which=which, batch_size=batch_size, cache_dir=cache_dir, device=device
+    )
+    return definition, data, np.asarray(features[data.rows])
 
 
 def probe_task(
@@ -19,12 +134,17 @@ def probe_task(
     c_grid: Sequence[float] = DEFAULT_C_GRID,
     batch_size: int = 256,
     which: str = "best",
+    scoring: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
 ) -> ProbeResult:
     """Linear probe of the run's frozen encoder on `task` over `store` (train/val/test splits of
-    the task); the test loss is the OOD loss of scaling studies."""
-    data = get_task(task).load(store)
-    features = embed(run_dir, store, which=which, batch_size=batch_size)[data.rows]
-    return linear_probe(
+    the task); the test loss is the OOD loss of scaling studies. `scoring` is the Challenge 2021
+    tables folder for tasks with the challenge metric (default: the store's)."""
+    definition, data, features = task_features(
+        run_dir, task, store, which=which, batch_size=batch_size, cache_dir=cache_dir, device=device
+    )
+    result = linear_probe(
         features,
         data.y,
         data.kind,
@@ -33,4 +153,178 @@ def probe_task(
         data.test,
         c_grid=c_grid,
         label_names=list(data.classes),
+        n_classes=len(data.classes) if data.kind == "multiclass" else None,
     )
+    return _with_challenge(result, definition, data, store, scoring)
+
+
+def probe_task_fractions(
+    run_dir: str | Path,
+    task: str,
+    store: Store,
+    *,
+    fractions: Sequence[float] = (0.01, 0.1, 1.0),
+    draws: int = 3,
+    seed: int = 0,
+    c_grid: Sequence[float] = DEFAULT_C_GRID,
+    batch_size: int = 256,
+    which: str = "best",
+    scoring: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[FractionResult, ...]:
+    """`probe_task` on `fractions` of the task's training labels, `draws` seeded draws each
+    (see `ecgscale.evaluate.probe.label_fraction_probes`); one embedding pass for all."""
+    definition, data, features = task_features(
+        run_dir, task, store, which=which, batch_size=batch_size, cache_dir=cache_dir, device=device
+    )
+    results = label_fraction_probes(
+        features,
+        data.y,
+        data.kind,
+        data.train,
+        data.val,
+        data.test,
+        fractions=fractions,
+        draws=draws,
+        seed=seed,
+        c_grid=c_grid,
+        label_names=list(data.classes),
+        n_classes=len(data.classes) if data.kind == "multiclass" else None,
+    )
+    return tuple(
+        FractionResult(
+            r.fraction, r.draw, _with_challenge(r.result, definition, data, store, scoring)
+        )
+        for r in results
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Tidy results
+
+
+def result_rows(
+    model: str,
+    task: str,
+    protocol: str,
+    result: Any,
+    *,
+    fraction: float = 1.0,
+    draw: int = 0,
+    seed: int = 0,
+    extra: Mapping[str, float] | None = None,
+) -> list[dict[str, Any]]:
+    """Tidy rows of one result (a `ProbeResult` or a `FinetuneResult`): `loss` (the test loss),
+    `val_loss`, `n_train`, `n_test`, every task metric, `extra` values, and per-class metrics
+    with their class name. Undefined metrics (None) are left out."""
+    base = {"model": model, "task": task, "protocol": protocol, "fraction": float(fraction)}
+    base.update(draw=int(draw), seed=int(seed))
+    values: dict[str, float | None] = {
+        "loss": result.test_loss,
+        "val_loss": result.val_loss,
+        "n_train": float(result.n_train),
+        "n_test": float(result.n_test),
+        **dict(result.metrics),
+        **dict(extra or {}),
+    }
+    rows = [{**base, "metric": k, "class": "", "value": float(v)} for k, v in values.items()]
+    for metric, per_class in result.per_class.items():
+        for name, value in zip(result.label_names, per_class, strict=True):
+            if value is not None:
+                rows.append({**base, "metric": metric, "class": name, "value": float(value)})
+    return [row for row in rows if np.isfinite(row["value"])]
+
+
+def write_table(rows: Sequence[Mapping[str, Any]], path: str | Path) -> pd.DataFrame:
+    """Write tidy rows to `path` (`.csv`, or `.parquet`) atomically; returns the table."""
+    path = Path(path)
+    if path.suffix not in (".csv", ".parquet"):
+        raise ConfigError(f"{path}: expected a .csv or .parquet results file")
+    table = pd.DataFrame(list(rows), columns=list(TABLE_COLUMNS))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        if path.suffix == ".csv":
+            table.to_csv(tmp, index=False)
+        else:
+            table.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return table
+
+
+def task_store(task: str, stores: Mapping[str, Store]) -> tuple[str, Store]:
+    """The store a task is probed on, from named stores.
+
+    `task` is `NAME` or `NAME@STORE`: `@STORE` picks the store of that name; otherwise the store
+    named as the task's dataset, else the one store whose manifest names that dataset. Returns
+    the task name and its store.
+    """
+    name, _, alias = task.partition("@")
+    if alias:
+        if alias not in stores:
+            raise ConfigError(f"task {task}: no store named {alias!r} (have: {', '.join(stores)})")
+        return name, stores[alias]
+    dataset = get_task(name).dataset
+    if dataset in stores:
+        return name, stores[dataset]
+    matches = [s for s in stores.values() if s.manifest.get("name") == dataset]
+    if len(matches) != 1:
+        what = "no" if not matches else f"{len(matches)}"
+        raise ConfigError(
+            f"task {name}: {what} stores of dataset {dataset!r} given; pass --store "
+            f"{dataset}=DIR, or name the store as {name}@STORE"
+        )
+    return name, matches[0]
+
+
+def probe_table(
+    run_dirs: Sequence[str | Path],
+    tasks: Sequence[str],
+    stores: Mapping[str, Store],
+    *,
+    fractions: Sequence[float] | None = None,
+    draws: int = 3,
+    seed: int = 0,
+    c_grid: Sequence[float] = DEFAULT_C_GRID,
+    batch_size: int = 256,
+    scoring: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    on_result: Callable[[str, str, ProbeResult], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Tidy rows of probing every run on every task (`NAME` or `NAME@STORE`, see `task_store`).
+
+    The `task` column holds the task as given (with its `@STORE`). Without `fractions`: one
+    probe per pair (protocol `probe`). With `fractions`: label-fraction
+    probes (protocol `probe`, one row set per fraction and draw; `fraction` 1 is the full probe).
+    `on_result(model, task, result)` is called after each probe (for progress output).
+    """
+    resolved = [(task, *task_store(task, stores)) for task in tasks]
+    options: dict[str, Any] = dict(
+        c_grid=c_grid, batch_size=batch_size, scoring=scoring, cache_dir=cache_dir, device=device
+    )
+    rows: list[dict[str, Any]] = []
+    for run_dir in run_dirs:
+        model = str(run_dir)
+        for label, name, store in resolved:
+            if fractions is None:
+                found = [FractionResult(1.0, 0, probe_task(run_dir, name, store, **options))]
+            else:
+                found = list(
+                    probe_task_fractions(
+                        run_dir, name, store, fractions=fractions, draws=draws, seed=seed,
+                        **options,
+                    )
+                )  # fmt: skip
+            for item in found:
+                extra = {"c": item.result.c}
+                rows += result_rows(
+                    model, label, "probe", item.result, fraction=item.fraction, draw=item.draw,
+                    seed=seed, extra=extra,
+                )  # fmt: skip
+                if on_result is not None:
+                    on_result(model, label, item.result)
+    return rows
