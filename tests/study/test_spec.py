@@ -79,3 +79,12 @@ def test_plan_ids_are_stable_and_distinct(base_spec) -> None:
     bad["families"] = [dict(base_spec["families"][0], sizes=[99])]
     with pytest.raises(ConfigError, match=r"size index 99 outside the ladder \(0-8\)"):
         plan(parse_spec(bad))
+
+
+def test_example_specs_validate_and_plan() -> None:
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    demo = load_spec(examples / "demo.yaml")
+    assert len(plan(demo)) == 4 * 3 * 3 and len(demo.ood) == 4
+    ptbxl = load_spec(examples / "ptbxl.yaml")
+    assert ptbxl.stores["ptbxl"].path == examples / "stores" / "ptbxl"
+    assert len(plan(ptbxl)) == 4 * 4 * 3
