@@ -70,6 +70,18 @@ def check_rate(run_dir: str | Path, store: Store, which: str = "best") -> None:
         )
 
 
+def load_run_encoder(
+    run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu"
+) -> torch.nn.Module:
+    """The run's encoder with its `which` weights on `device`. Building it draws throw-away
+    initial weights from torch's global generator, which is forked and restored, so the caller's
+    random state is untouched."""
+    from ecgscale.train import load_encoder
+
+    with torch.random.fork_rng(devices=[]):
+        return load_encoder(run_dir, which).to(device)
+
+
 @torch.inference_mode()
 def encode(
     encoder: torch.nn.Module,
@@ -128,8 +140,6 @@ def embed(
     Raises `ConfigError` when the store's sampling rate differs from the one the model was trained
     at (prepare the store at that rate).
     """
-    from ecgscale.train import load_encoder
-
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size}: expected at least 1")
     run_dir = Path(run_dir)
@@ -140,7 +150,7 @@ def embed(
     features = _cached(path, len(store))
     if features is not None:
         return features
-    encoder = load_encoder(run_dir, which).to(device)
+    encoder = load_run_encoder(run_dir, which, device)
     cache.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
