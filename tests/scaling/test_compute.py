@@ -31,13 +31,18 @@ def joint():
 
 
 def test_optimal_allocation_matches_brute_force() -> None:
+    n, d = (a.ravel() for a in np.meshgrid(np.geomspace(1e4, 1e8, 5), np.geomspace(1e4, 1e8, 5)))
+    fit = fit_joint(n, d, 0.5 + 50 * n**-0.4 + 80 * d**-0.3, n_boot=0, extrapolate=False)
     flops = FlopsModel(coef=3.0, exponent=0.8)  # a non-6N compute model
     budget = 1e15
     grid = np.geomspace(1e2, 1e12, 400_001)
-    reducible = 50 * grid**-0.4 + 80 * (budget / flops.per_sample(grid)) ** -0.3
-    n_opt, d_opt = optimal_allocation(50.0, 80.0, 0.4, 0.3, budget, flops)
-    assert float(n_opt) == pytest.approx(grid[np.argmin(reducible)], rel=1e-3)
+    predicted = fit.predict(grid, budget / flops.per_sample(grid))
+    n_opt, d_opt = optimal_allocation(fit, budget, flops)
+    assert float(n_opt) == pytest.approx(grid[np.argmin(predicted)], rel=1e-3)
     assert float(d_opt * flops.per_sample(n_opt)) == pytest.approx(budget)
+    six_n = optimal_allocation(fit, [1e15, 1e17])[0]  # default C = 6 N D
+    a = fit.beta.value / (fit.alpha.value + fit.beta.value)
+    assert six_n[1] / six_n[0] == pytest.approx(100**a)
 
 
 def test_compute_optimal_exponents_and_shares(joint) -> None:

@@ -75,7 +75,7 @@ def fit_flops_model(
     )
 
 
-def optimal_allocation(
+def _allocate(
     a_coef: np.ndarray | float,
     b_coef: np.ndarray | float,
     alpha: np.ndarray | float,
@@ -100,6 +100,26 @@ def optimal_allocation(
         n_opt = np.where(valid, np.exp(log_n), np.nan)
         d_opt = compute / flops.per_sample(n_opt)
     return n_opt, d_opt
+
+
+def optimal_allocation(
+    fit: JointFit,
+    compute: np.ndarray | Sequence[float] | float,
+    flops: FlopsModel | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The compute-optimal frontier of a joint fit's point estimate: (N*, D*) at each budget in
+    `compute` (FLOPs) under c(N) = `flops` (default 6 N); NaN where an exponent is <= 0. For
+    intervals use `compute_optimal`."""
+    if not isinstance(fit, JointFit):
+        raise UserError("optimal_allocation needs a joint fit L(N, D); got a one-axis fit")
+    return _allocate(
+        fit.A.value,
+        fit.B.value,
+        fit.alpha.value,
+        fit.beta.value,
+        np.asarray(compute, dtype=np.float64),
+        flops or FlopsModel(),
+    )
 
 
 @dataclass(frozen=True)
@@ -153,7 +173,7 @@ def compute_optimal(
     # Row 0: point estimate, rows 1..: bootstrap samples; columns E, A, B, alpha, beta.
     params = np.vstack([point, fit.samples])
     e, a, b, al, be = (params[:, j, None] for j in range(5))
-    n_opt, d_opt = optimal_allocation(a, b, al, be, budgets[None, :], flops)
+    n_opt, d_opt = _allocate(a, b, al, be, budgets[None, :], flops)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         loss = e + a * n_opt**-al + b * d_opt**-be
         ratio = d_opt / n_opt
