@@ -9,7 +9,7 @@ One row per run x evaluation task, as CSV or Parquet. Required columns (`COLUMNS
 | objective        | str   | pre-training objective, e.g. supervised, cmsc, masked_beats      |
 | n_params         | float | N: encoder parameters (heads excluded), > 0                      |
 | n_samples        | float | D: distinct pre-training records, > 0                            |
-| flops_per_record | float | forward FLOPs of the encoder on one record, > 0                  |
+| flops_per_record | float | training FLOPs (forward + backward) of one record, one pass, > 0 |
 | train_flops      | float | total pre-training FLOPs (all steps, forward + backward), > 0    |
 | task             | str   | evaluation task (tasks registry name)                            |
 | id_loss          | float | in-distribution test loss on the task, > 0                       |
@@ -21,7 +21,9 @@ tail). Any other column is kept and may be used for grouping (`ecgscale fit --by
 
 Run-level columns (n_params, n_samples, flops_per_record, train_flops, family, objective) must be
 the same on every row of a run, and (run_id, task) must be unique. The compute model of
-`compute_optimal` uses train_flops / n_samples, the training FLOPs per record of each run.
+`compute_optimal` uses train_flops / n_samples (training FLOPs per distinct record, so epochs and
+objective overheads count), not flops_per_record. `ecgscale.study.results.Results.table()`
+exports this schema (plus extra columns such as size, data_fraction, seed).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("objective", "str", False, "pre-training objective"),
     Column("n_params", "float", False, "N: encoder parameters (heads excluded)"),
     Column("n_samples", "float", False, "D: distinct pre-training records"),
-    Column("flops_per_record", "float", False, "forward FLOPs of the encoder on one record"),
+    Column("flops_per_record", "float", False, "training FLOPs of one record, one pass"),
     Column("train_flops", "float", False, "total pre-training FLOPs (forward + backward)"),
     Column("task", "str", False, "evaluation task"),
     Column("id_loss", "float", False, "in-distribution test loss"),
