@@ -77,7 +77,7 @@ def test_full_finetuning_is_deterministic_and_lowers_the_loss(
 ) -> None:
     store = ptbxl_100hz_store
     before = torch.get_rng_state()
-    options = dict(mode="full", steps=12, batch_size=32, lr=3e-3)
+    options = dict(mode="full", steps=6, batch_size=32, lr=3e-3)
     first = finetune(run_dir, "ptbxl_superdiagnostic", store, seed=0, **options)
     assert torch.equal(torch.get_rng_state(), before)  # the caller's generator is untouched
     again = finetune(run_dir, "ptbxl_superdiagnostic", store, seed=0, **options)
@@ -85,7 +85,7 @@ def test_full_finetuning_is_deterministic_and_lowers_the_loss(
     assert again == first
     np.testing.assert_array_equal(again.test_outputs, first.test_outputs)
     assert other.train_losses != first.train_losses
-    assert len(first.train_losses) == 12 and first.best_step == 12
+    assert len(first.train_losses) == 6 and first.best_step == 6
     for result in (first, other):
         assert result.test_loss < result.initial_test_loss
         assert result.metrics["auroc"] is not None

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ecgscale.errors import ConfigError
+from ecgscale.evaluate.embeddings import embed
 from ecgscale.evaluate.id_eval import evaluate_id, source_classes
 from ecgscale.evaluate.metrics import auroc
 from ecgscale.evaluate.probe import linear_probe
@@ -65,15 +66,14 @@ def test_sl_run_is_scored_by_its_own_head(sl_run: Path, ptbxl_100hz_store) -> No
     assert result.loss == pytest.approx(direct, rel=1e-5)
     assert result.metrics["auroc"] == pytest.approx(auroc(y, logits.numpy()).macro, abs=1e-6)
     assert result.pretext_loss == pytest.approx(_best_val_loss(sl_run), rel=1e-12)
-    # The probe on the same labels and the same splits.
-    features = load_encoder(sl_run).eval().forward_features(torch.from_numpy(store.batch(
-        np.arange(len(store))))).detach().numpy()  # fmt: skip
+    # The probe on the same labels and splits, over the cached embeddings (which
+    # test_embeddings checks against a direct forward pass).
     splits = [store.split_indices(s) for s in ("train", "val", "test")]
     probe = linear_probe(
-        features, store.labels("superdiagnostic"), "multilabel", *splits, c_grid=GRID
+        embed(sl_run, store), store.labels("superdiagnostic"), "multilabel", *splits, c_grid=GRID
     )
-    assert result.probe_loss == pytest.approx(probe.test_loss, rel=1e-4)
-    assert result.metrics["probe_auroc"] == pytest.approx(probe.metrics["auroc"], abs=1e-4)
+    assert result.probe_loss == probe.test_loss
+    assert result.metrics["probe_auroc"] == probe.metrics["auroc"]
 
 
 def test_ssl_run_is_scored_by_the_probe(ptbxl_100hz_store, tmp_path: Path) -> None:

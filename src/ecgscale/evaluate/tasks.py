@@ -236,11 +236,17 @@ def result_rows(
     return [row for row in rows if np.isfinite(row["value"])]
 
 
-def write_table(rows: Sequence[Mapping[str, Any]], path: str | Path) -> pd.DataFrame:
-    """Write tidy rows to `path` (`.csv`, or `.parquet`) atomically; returns the table."""
+def table_path(path: str | Path) -> Path:
+    """`path` checked to name a `.csv` or `.parquet` results file (check before long work)."""
     path = Path(path)
     if path.suffix not in (".csv", ".parquet"):
         raise ConfigError(f"{path}: expected a .csv or .parquet results file")
+    return path
+
+
+def write_table(rows: Sequence[Mapping[str, Any]], path: str | Path) -> pd.DataFrame:
+    """Write tidy rows to `path` (`.csv`, or `.parquet`) atomically; returns the table."""
+    path = table_path(path)
     table = pd.DataFrame(list(rows), columns=list(TABLE_COLUMNS))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
