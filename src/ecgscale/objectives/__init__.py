@@ -145,24 +145,23 @@ class Objective(nn.Module):
 
 @dataclass(frozen=True)
 class ObjectiveSpec:
-    """A registered objective class and a one-line description."""
+    """A registered objective class."""
 
     name: str
     cls: type[Objective]
-    description: str
 
 
 _REGISTRY: dict[str, ObjectiveSpec] = {}
 
 
-def register_objective(name: str, description: str) -> Callable[[type[Objective]], type[Objective]]:
+def register_objective(name: str) -> Callable[[type[Objective]], type[Objective]]:
     """Class decorator registering an `Objective` subclass under `name`."""
 
     def decorate(cls: type[Objective]) -> type[Objective]:
         if name in _REGISTRY:
             raise RuntimeError(f"objective {name!r} registered twice")
         cls.name = name
-        _REGISTRY[name] = ObjectiveSpec(name, cls, description)
+        _REGISTRY[name] = ObjectiveSpec(name, cls)
         return cls
 
     return decorate

@@ -100,7 +100,7 @@ def multi_positive_info_nce(
     return per_anchor.mean(), metrics
 
 
-@register_objective("cmsc", "CLOCS contrastive multi-segment coding (adjacent segments, patients)")
+@register_objective("cmsc")
 class CMSC(Objective):
     """Contrastive multi-segment coding; see the module docstring."""
 

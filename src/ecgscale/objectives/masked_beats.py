@@ -82,9 +82,7 @@ def choose_mask(tokens: BeatTokens, draws: np.ndarray, ratio: float, unit: str) 
     return np.take_along_axis(picked, beat_of_token, axis=1) & valid
 
 
-@register_objective(
-    "masked", "masked beat modelling: reconstruct masked beat tokens (beats models)"
-)
+@register_objective("masked")
 class MaskedBeats(Objective):
     """Masked beat reconstruction; see the module docstring."""
 

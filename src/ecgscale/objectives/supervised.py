@@ -37,7 +37,7 @@ class SupervisedOptions(OptionsModel):
     head_dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
-@register_objective("sl", "supervised multi-label BCE on a label set (held-out loss, macro AUROC)")
+@register_objective("sl")
 class Supervised(Objective):
     """Multi-label BCE; batches carry `y` `(batch, classes)`."""
 
