@@ -22,26 +22,36 @@ import torch
 
 from ecgscale.data.loader import BatchLoader
 from ecgscale.data.store import Store
-from ecgscale.errors import ConfigError
+from ecgscale.errors import ConfigError, DataError
 from ecgscale.train.checkpoint import load_tensors
 
 
+def _version(path: str | Path) -> tuple[str, int, int, int]:
+    """(path, inode, size, mtime) of a file: checkpoints are replaced by rename (a new inode),
+    never rewritten in place, so this identifies their content for the memoised readers below."""
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    return str(resolved), stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
 @functools.lru_cache(maxsize=64)
-def _file_hash(path: str, inode: int, size: int, mtime_ns: int) -> str:
-    """blake2b of a file's bytes; memoised on (path, inode, size, mtime) since checkpoints are
-    replaced by rename (a new inode) and never rewritten in place."""
+def _file_hash(version: tuple[str, int, int, int]) -> str:
     digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as fh:
+    with open(version[0], "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 22), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
+@functools.lru_cache(maxsize=64)
+def _trained_fs(version: tuple[str, int, int, int]) -> float:
+    _, meta = load_tensors(version[0])
+    return float(meta["config"]["store_fs"])
+
+
 def checkpoint_hash(path: str | Path) -> str:
     """blake2b of a checkpoint file's bytes (hashed once per process for an unchanged file)."""
-    resolved = Path(path).resolve()
-    stat = resolved.stat()
-    return _file_hash(str(resolved), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    return _file_hash(_version(path))
 
 
 def cache_key(checkpoint: str | Path, store: Store) -> str:
@@ -55,9 +65,11 @@ def cache_key(checkpoint: str | Path, store: Store) -> str:
 
 
 def model_fs(run_dir: str | Path, which: str = "best") -> float:
-    """Sampling rate (Hz) of the store a run was trained on."""
-    _, meta = load_tensors(Path(run_dir) / f"{which}.safetensors")
-    return float(meta["config"]["store_fs"])
+    """Sampling rate (Hz) of the store a run was trained on (read once per unchanged file)."""
+    path = Path(run_dir) / f"{which}.safetensors"
+    if not path.is_file():
+        raise DataError(f"{path}: no such checkpoint file (is {run_dir} a finished run?)")
+    return _trained_fs(_version(path))
 
 
 def check_rate(run_dir: str | Path, store: Store, which: str = "best") -> None:
