@@ -8,12 +8,16 @@ table has one row per model x task x protocol x fraction x draw x metric (column
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from ecgscale.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ecgscale.data.store import Store
+    from ecgscale.evaluate.probe import ProbeResult
 
 console = Console()
 
@@ -36,7 +40,7 @@ def _floats(text: str | None, flag: str) -> list[float] | None:
     return values
 
 
-def _stores(items: list[str]):
+def _stores(items: list[str]) -> dict[str, Store]:
     """`NAME=DIR` or `DIR` (named by its dataset) -> opened stores by name."""
     from ecgscale.data.store import Store
 
@@ -51,7 +55,7 @@ def _stores(items: list[str]):
     return stores
 
 
-def _summary(metrics: dict) -> str:
+def _summary(metrics: dict[str, Any]) -> str:
     shown = ("auroc", "challenge", "accuracy", "r2", "mae")
     return ", ".join(f"{k} {metrics[k]:.4f}" for k in shown if metrics.get(k) is not None)
 
@@ -96,7 +100,7 @@ def probe_cmd(
 
     table_path(out)
 
-    def report(model: str, name: str, result) -> None:
+    def report(model: str, name: str, result: ProbeResult) -> None:
         summary = _summary(dict(result.metrics))
         console.print(
             f"{model} {name}: test loss {result.test_loss:.4f}"

@@ -57,6 +57,7 @@ Mode = Literal["full", "head"]
 MODES: tuple[str, ...] = ("full", "head")
 WARMUP_FRACTION = 0.1
 GRAD_CLIP = 1.0
+EVAL_BATCH = 256  # records per encoder batch when scoring the validation and test splits
 DEFAULT_LR: dict[str, float] = {"full": 1e-3, "head": 1e-2}
 """Peak learning rates: the lone head on standardised embeddings takes a 10x larger step."""
 
@@ -277,7 +278,8 @@ def _finetune(run_dir: Path, task: str, store: Store, opt: _Settings) -> Finetun
                 z = feats[torch.from_numpy(positions)]
             else:
                 rows = data.rows[positions]
-                z = torch.from_numpy(encode(encoder, store, rows, 256, device=device)).to(device)
+                z = encode(encoder, store, rows, EVAL_BATCH, device=device)
+                z = torch.from_numpy(z).to(device)
                 encoder.train()
             return head(z).double().cpu().numpy()
 
