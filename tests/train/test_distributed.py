@@ -25,13 +25,16 @@ BEATS = {"width": 16, "depth": 1, "heads": 2}  # masked modelling: the loss is a
 
 DRIVER = textwrap.dedent(
     """
-    import sys
+    import dataclasses, json, sys
     import torch.distributed as dist
     from ecgscale.train import TrainConfig, pretrain
 
     dist.init_process_group("gloo")
     for text in sys.argv[1:]:
-        pretrain(TrainConfig.model_validate_json(text), progress=False)
+        config = TrainConfig.model_validate_json(text)
+        result = dataclasses.asdict(pretrain(config, progress=False))
+        result.pop("train_seconds")
+        (config.out / f"rank{dist.get_rank()}.json").write_text(json.dumps(result))
     dist.destroy_process_group()
     """
 )
@@ -72,10 +75,17 @@ def test_two_gloo_processes_match_one_process(config, tmp_path) -> None:
         "--nproc-per-node",
         "2",
     ]
-    args = [str(driver), *(c.model_dump_json(by_alias=True) for c in ddp.values())]
+    # A BatchNorm ResNet with early stopping: each rank updates its own BatchNorm statistics, so
+    # the ranks must evaluate rank 0's model and share its decisions (or they would part ways).
+    bn = config(epochs=4, patience=1, lr=0.5, out=tmp_path / "ddp_bn")
+    runs = [*ddp.values(), bn]
+    args = [str(driver), *(c.model_dump_json(by_alias=True) for c in runs)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([*launch, *args], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    for run in runs:  # every rank ends with rank 0's results
+        ranks = [json.loads((run.out / f"rank{r}.json").read_text()) for r in (0, 1)]
+        assert ranks[0] == ranks[1], run.out.name
     for name, spec in objectives.items():
         single = pretrain(
             config(**{**common, **spec}, out=tmp_path / f"one_{name}"), progress=False

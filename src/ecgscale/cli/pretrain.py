@@ -9,6 +9,7 @@ fields) gives a base that the other options override. Under torchrun:
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -147,6 +148,8 @@ def pretrain_cmd(
     result = pretrain(
         TrainConfig.model_validate(fields), resume=resume, overwrite=overwrite, progress=progress
     )
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+        return
     metrics = ", ".join(f"{k} {v:.4g}" for k, v in result.best_metrics.items())
     console.print(
         f"{result.model} + {result.objective}: N = {result.params:,} encoder parameters, "

@@ -151,6 +151,25 @@ def global_mean(total: torch.Tensor, count: torch.Tensor, sharded: bool) -> torc
     return total * world_size() / all_reduce_sum(count.to(total.dtype)).clamp_min(1)
 
 
+def sync_buffers(module: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm statistics, which each rank updates from its own shard)
+    into `module` on every rank, so that every rank evaluates the same model."""
+    if world_size() > 1:
+        for buffer in module.buffers():
+            dist.broadcast(buffer.data, 0)
+
+
+def broadcast_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """Rank 0's `metrics` (the same keys on every rank), so that every rank takes the same
+    best-model and early-stopping decisions."""
+    if world_size() == 1:
+        return metrics
+    keys = sorted(metrics)
+    values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64)
+    dist.broadcast(values, 0)
+    return dict(zip(keys, values.tolist(), strict=True))
+
+
 def barrier() -> None:
     """Wait for every rank (no-op without a process group)."""
     if world_size() > 1:

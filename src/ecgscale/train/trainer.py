@@ -65,10 +65,12 @@ from ecgscale.train.distributed import (
     DistContext,
     all_reduce_sum,
     barrier,
+    broadcast_metrics,
     gather,
     init_distributed,
     shard_steps,
     shutdown,
+    sync_buffers,
 )
 
 RUN_FILES = ("config.json", "last.safetensors", "best.safetensors", "metrics.jsonl", "result.json")
@@ -384,7 +386,9 @@ class _Run:
         return contextlib.nullcontext()
 
     def validate(self) -> dict[str, float]:
-        """Held-out metrics on the whole validation split (every rank evaluates all of it)."""
+        """Held-out metrics on the whole validation split (every rank evaluates all of it with
+        rank 0's buffers; rank 0's metrics are used everywhere)."""
+        sync_buffers(self.step_module)
         self.step_module.eval()
         loader = BatchLoader(
             self.store,
@@ -398,7 +402,7 @@ class _Run:
         with self._autocast():
             metrics = self.objective.evaluate(self.encoder, batches)
         self.step_module.train()
-        return metrics
+        return broadcast_metrics(metrics)
 
     def _epoch_batches(self) -> Iterator[Any]:
         """Batches of this rank from the current step to the end of its epoch (or budget)."""
