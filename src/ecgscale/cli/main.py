@@ -20,7 +20,16 @@ app = typer.Typer(
 err_console = Console(stderr=True)
 
 # Command-group modules under ecgscale.cli; each exposes `register(app: typer.Typer) -> None`.
-_COMMAND_GROUPS: tuple[str, ...] = ("data", "tasks", "models", "pretrain", "fit", "study", "probe")
+_COMMAND_GROUPS: tuple[str, ...] = (
+    "data",
+    "tasks",
+    "models",
+    "pretrain",
+    "fit",
+    "study",
+    "probe",
+    "design",
+)
 
 
 def _register() -> None:
