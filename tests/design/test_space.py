@@ -155,3 +155,22 @@ def test_unknown_keys_and_files(tmp_path: Path) -> None:
         load_space(path)
     with pytest.raises(Exception, match="no such design-space file"):
         load_space(tmp_path / "missing.yaml")
+
+
+def test_reference_flops_column_counts_a_one_sample_input() -> None:
+    """The published `flops` (29.2M for the best network) are forward FLOPs of a 1-sample input
+    (every convolution output one sample long) plus the 26-class head, i.e. about 2 N; the
+    space's FLOP bounds count a whole 1024-sample record (1.0e9 for the same network)."""
+    from ecgscale.models.anynet import anynet_complexity
+
+    rows = [r for r in _reference("best_configurations_per_optimizer.csv") if r["flops"]]
+    assert len(rows) == 3
+    for row in rows:
+        config = {k: int(row[k]) for k in ("depth", "w_init", "w_0", "w_a", "group_width")}
+        config |= {k: float(row[k]) for k in ("w_m", "bottleneck_multiplier")}
+        config |= {"init_kernel_size": int(row["init_kernel_size"])}
+        config["se_ratio"] = float(row["se_ratio"]) or None
+        one = anynet_complexity(1, **config)
+        head = 2 * one.embed_dim * 26
+        assert one.flops + head == int(row["flops"])
+        assert anynet_complexity(1024, **config).flops > 30 * int(row["flops"])
