@@ -362,6 +362,14 @@ class Store:
             )
         return label_matrix(self.meta, set_name, self.label_sets[set_name])
 
+    def top_classes(self, set_name: str, k: int) -> list[str]:
+        """The `k` most frequent classes of label set `set_name` in the training split (ties
+        broken by name): the label sets of label-scaling studies."""
+        classes = list(self.label_sets[set_name])
+        counts = self.labels(set_name)[self.split_indices("train")].sum(0, dtype=np.int64)
+        order = sorted(range(len(classes)), key=lambda c: (-counts[c], classes[c]))
+        return [classes[c] for c in order[:k]]
+
     def split_indices(self, split: str) -> np.ndarray:
         """Indices of the records in split "train", "val" or "test"."""
         if split not in ("train", "val", "test"):

@@ -50,12 +50,9 @@ class IDResult:
 def source_classes(store: Store, label_set: str, top_k: int | None) -> list[str]:
     """The source classes a run is trained on: the label set, or its `top_k` most frequent
     classes in the training split (ties broken by name)."""
-    classes = list(store.label_sets[label_set])
     if top_k is None:
-        return classes
-    counts = store.labels(label_set)[store.split_indices("train")].sum(0, dtype=np.int64)
-    order = sorted(range(len(classes)), key=lambda k: (-counts[k], classes[k]))
-    return [classes[k] for k in order[:top_k]]
+        return list(store.label_sets[label_set])
+    return store.top_classes(label_set, top_k)
 
 
 def head_loss(
@@ -93,7 +90,13 @@ def evaluate_id(
             f"{store.path}: no label set {label_set!r} to evaluate {run_dir} on; "
             f"available: {', '.join(store.label_sets) or 'none'}"
         )
-    classes = list(meta.get("classes") or source_classes(store, label_set, top_k))
+    recorded = meta["config"].get("classes")
+    if recorded and top_k is not None and len(recorded) != top_k:
+        raise ConfigError(
+            f"{run_dir}: the SL head has {len(recorded)} outputs but {label_set!r} top {top_k} "
+            "was asked for"
+        )
+    classes = list(recorded or source_classes(store, label_set, top_k))
     columns = [store.label_sets[label_set].index(c) for c in classes]
     y = store.labels(label_set)[:, columns].astype(np.float32)
     features = embed(run_dir, store, batch_size=batch_size, cache_dir=cache_dir, device=device)

@@ -79,8 +79,6 @@ def train_config(ctx: StudyContext, run: Run):
 
     c = run.config
     budget = {k: v for k, v in c["budget"].items() if v is not None}
-    if c["label_top_k"] is not None:
-        budget["label_top_k"] = c["label_top_k"]
     return TrainConfig(
         model=c["model"],
         model_config=c["model_config"],
@@ -88,6 +86,7 @@ def train_config(ctx: StudyContext, run: Run):
         objective_options=c["objective_options"],
         data=ctx.stores[ctx.spec.pretrain_store],
         label_set=ctx.spec.label_set,
+        label_top_k=c["label_top_k"],
         data_fraction=c["data_fraction"],
         data_seed=c["seed"],
         batch_size=c["batch_size"],

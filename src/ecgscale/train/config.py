@@ -32,6 +32,8 @@ class TrainConfig(BaseModel):
         objective_options: the objective's options (validated; stored resolved).
         data: path of the store to train on.
         label_set: label set of the store for supervised objectives.
+        label_top_k: train on the `label_top_k` most frequent classes of the label set in the
+            training split (label-scaling studies); None: all classes.
         data_fraction: fraction of the training patients used (nested patient-level subsets).
         data_seed: seed of the patient ordering behind `data_fraction`.
         batch_size: global batch size in records (split evenly over DDP ranks).
@@ -65,6 +67,7 @@ class TrainConfig(BaseModel):
     objective_options: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     data: Path
     label_set: str | None = None
+    label_top_k: int | None = Field(None, ge=1)
     data_fraction: float = Field(1.0, gt=0.0, le=1.0)
     data_seed: int = 0
     batch_size: int = Field(64, ge=1)

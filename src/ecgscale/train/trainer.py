@@ -229,6 +229,11 @@ class _Run:
                 )
             self.labels = store.labels(config.label_set)
             classes = tuple(store.label_sets[config.label_set])
+            if config.label_top_k is not None:
+                classes = tuple(store.top_classes(config.label_set, config.label_top_k))
+                columns = [store.label_sets[config.label_set].index(c) for c in classes]
+                self.labels = self.labels[:, columns]
+        self.classes = classes
         context = ObjectiveContext(
             encoder=self.encoder,
             fs=store.fs,
@@ -263,7 +268,7 @@ class _Run:
     def _saved_config(self) -> dict[str, Any]:
         """The resolved config plus the store's identity and sampling rate."""
         store = {"store_checksum": self.store.checksum, "store_fs": self.store.fs}
-        return {**self.config.resolved(), **store}
+        return {**self.config.resolved(), **store, "classes": list(self.classes)}
 
     def prepare_dir(self, resume: bool, overwrite: bool) -> None:
         """Start a fresh run directory, or restore from `last.safetensors` when resuming."""
@@ -577,6 +582,7 @@ def load_encoder(run_dir: str | Path, which: str = "best") -> Encoder:
     tensors, meta = load_tensors(path)
     saved = dict(meta["config"])
     saved.pop("store_checksum")
+    saved.pop("classes", None)
     fs = saved.pop("store_fs")
     encoder = build_encoder(TrainConfig.model_validate(saved), fs)
     prefix = "encoder" if which == "best" else "module.encoder"
