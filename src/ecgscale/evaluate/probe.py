@@ -522,7 +522,8 @@ def _probability_loss(kind: str, y: np.ndarray, p: np.ndarray) -> float:
     tiny = np.finfo(np.float64).tiny
     if kind == "multiclass":
         return float(-np.log(np.maximum(p[np.arange(len(y)), y], tiny)).mean())
-    return float(-(y * np.log(np.maximum(p, tiny)) + (1 - y) * np.log1p(-p)).mean())
+    below_one = np.minimum(p, np.nextafter(1.0, 0.0))  # p rounded to 1 would give 0 * -inf
+    return float(-(y * np.log(np.maximum(p, tiny)) + (1 - y) * np.log1p(-below_one)).mean())
 
 
 def _ridge_probe(
