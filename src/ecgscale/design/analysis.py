@@ -198,6 +198,11 @@ class ShapAnalysis:
     data: pd.DataFrame = field(repr=False)
     model: Any = field(repr=False)
     codes: dict[str, dict[str, float]] = field(default_factory=dict)
+    names: list[str] = field(default_factory=list)
+
+    def out_of_fold(self) -> dict[str, float]:
+        """Cross-validated (out-of-fold) prediction of each run, by run name."""
+        return dict(zip(self.names, self.score.predicted, strict=True))
 
     def predict(self, rows: pd.DataFrame) -> np.ndarray:
         """Surrogate predictions for new rows holding this group's feature columns."""
@@ -353,6 +358,7 @@ def analyze_runs(
         x.assign(perf=y),
         model,
         codes,
+        runs["name"].astype(str).tolist() if "name" in runs else [],
     )
 
 

@@ -6,10 +6,12 @@
   fitted by least squares in log-log (float64) over the sampled networks on the near front (within
   `tolerance` of the front, by default 0.01: with short budgets and small test folds the exact
   front holds a handful of networks), with a 95 % t-interval of the exponent.
-* A recommended network for a budget B (forward FLOPs per record): the best front network within
-  B is the template (its categorical choices, w_m, width ratios and learning rate); its depth is
-  set by the depth law at B (clipped to the depths sampled), then its widths (w_init, w_0, w_a
-  scaled by one factor) are raised as far as the budget allows. The network is built and its
+* A recommended network for a budget B (forward FLOPs per record): among the near-front networks
+  within B, the one the surrogate predicts best out of fold (the best observed one without a
+  surrogate; a single test score is noisy) is the template (its categorical choices, w_m, width
+  ratios and learning rate); its depth is set by the depth law at B (clipped to the depths
+  sampled), then its widths (w_init, w_0, w_a scaled by one factor) are raised as far as the
+  budget allows. The network is built and its
   forward FLOPs are measured with `ecgscale.models.flops.forward_flops` to check the budget;
   the surrogate predicts its performance, flagged as an extrapolation outside the sampled FLOPs.
 """
@@ -91,7 +93,7 @@ class Recommendation:
 
     Attributes:
         budget: forward FLOPs per record allowed.
-        template: name of the front network it is derived from.
+        template: name of the near-front network it is derived from.
         config: its AnyNet options; `optimizer`, `lr`: the template's training choices.
         flops: measured forward FLOPs per record of the built network; `params`: its N.
         within_budget: flops <= budget; `fill`: flops / budget.
@@ -173,6 +175,7 @@ def recommend(
     budget: float,
     laws: dict[str, PowerLaw],
     analysis: ShapAnalysis | None = None,
+    tolerance: float = 0.0,
 ) -> Recommendation:
     """The recommended network for `budget` from the sampled runs of `table` (module docstring)."""
     from ecgscale.models.anynet import anynet, anynet_complexity
@@ -180,9 +183,14 @@ def recommend(
     from ecgscale.models.flops import build_on_meta, forward_flops
 
     runs = table[table["kind"] == "sampled"].reset_index(drop=True)
-    on_front = runs[pareto_front(runs["flops"], runs["perf"])].sort_values("flops")
-    within = on_front[on_front["flops"] <= budget]
-    template_row = within.iloc[-1] if len(within) else on_front.iloc[0]
+    near = runs[pareto_front(runs["flops"], runs["perf"], tolerance)].sort_values("flops")
+    within = near[near["flops"] <= budget]
+    if within.empty:
+        within = near.iloc[:1]
+    score = within["perf"]
+    if analysis is not None and analysis.names:
+        score = within["name"].map(analysis.out_of_fold())
+    template_row = within.loc[score.idxmax()]
     template = json.loads(template_row["config"])
     depth_law = laws.get("depth")
     depth_rule = depth_law(budget) if depth_law else None
@@ -242,7 +250,7 @@ def derive_rules(
         law = fit_power_law(quantity, near["flops"].to_numpy(), near[quantity].to_numpy())
         if law is not None:
             laws[quantity] = law
-    recommendations = [recommend(runs, b, laws, analysis) for b in budgets]
+    recommendations = [recommend(runs, b, laws, analysis, tolerance) for b in budgets]
     return Rules(
         group, front["name"].tolist(), near["name"].tolist(), tolerance, laws, recommendations
     )
