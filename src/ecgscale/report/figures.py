@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from ecgscale.scaling import AxisFit, JointFit
 from ecgscale.scaling.analyze import GroupAnalysis
@@ -56,9 +57,7 @@ def loss_vs_axis(
     runs = per_run(table, target)
     families = _families(runs)
     other = "n_samples" if axis == "n_params" else "n_params"
-    fig, axes = plt.subplots(
-        1, len(families), figsize=(4 * len(families), 3.4), squeeze=False, sharey=True
-    )
+    fig, axes = plt.subplots(1, len(families), figsize=(4 * len(families), 3.4), squeeze=False)
     for ax, family in zip(axes[0], families, strict=True):
         rows = runs[runs["family"] == family]
         fit = fits[family].fit if family in fits else None
@@ -76,13 +75,21 @@ def loss_vs_axis(
             mid, lo, hi = _axis_band(fit, grid)
             ax.plot(grid, mid, color="k", lw=1)
             ax.fill_between(grid, lo, hi, color="k", alpha=0.12, lw=0)
-        ax.set_xscale("log")
+        _log_axes(ax)
         ax.set_title(family, fontsize=10)
         ax.set_xlabel("N (encoder parameters)" if axis == "n_params" else "D (training records)")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel(target.replace("_", " "))
     fig.tight_layout()
     return fig, _reading_axis(fits, target, "alpha" if axis == "n_params" else "beta")
+
+
+def _log_axes(ax: plt.Axes) -> None:
+    """Log-log axes with labelled major ticks only (minor labels overlap on short spans)."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_minor_formatter(NullFormatter())
 
 
 def _joint_band(fit: JointFit, n: np.ndarray | float, d: np.ndarray | float):
@@ -189,7 +196,7 @@ def compute_plot(table: pd.DataFrame, fits: dict[str, GroupAnalysis], target: st
         ax.plot(budgets[ok], g.fit.predict(n_opt[ok], d_opt[ok]), color=color, lw=1, ls="--")
         a = g.compute.n_exponent
         parts.append(f"{family}: N* ~ C^{a.value:.2f} ({a.low:.2f}-{a.high:.2f})")
-    ax.set_xscale("log")
+    _log_axes(ax)
     ax.set_xlabel("training compute (FLOPs)")
     ax.set_ylabel(target.replace("_", " "))
     ax.legend(fontsize=7)
@@ -214,7 +221,7 @@ def label_scaling_plot(table: pd.DataFrame) -> tuple[Figure, str] | None:
         ood = group[group["task"] != "id"].groupby("label_top_k")["ood_loss"].mean()
         ax.plot(idl.index, idl.values, "o-", color=color, label=f"{family} ID")
         ax.plot(ood.index, ood.values, "s--", color=color, label=f"{family} OOD")
-    ax.set_xscale("log")
+    _log_axes(ax)
     ax.set_xlabel("pre-training labels (top-k)")
     ax.set_ylabel("loss")
     ax.legend(fontsize=7)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -42,9 +43,10 @@ def _fits(
     skipped: dict[str, str] = {}
     for family, rows in table.groupby("family", sort=False):
         try:
-            (analysis,) = fit_results(
-                rows, target=target, by=["family"], transfer=transfer, n_boot=N_BOOT
-            )
+            with np.errstate(over="ignore", invalid="ignore"):  # unidentifiable bootstrap draws
+                (analysis,) = fit_results(
+                    rows, target=target, by=["family"], transfer=transfer, n_boot=N_BOOT
+                )
         except UserError as exc:
             skipped[str(family)] = str(exc)
             continue
