@@ -103,3 +103,16 @@ def test_sample_without_a_study_writes_the_samples_only(tmp_path: Path) -> None:
     frame = pd.read_csv(tmp_path / "samples.csv")
     assert len(frame) == 9 and not (tmp_path / "design.yaml").exists()
     assert sorted(frame["optimizer"].unique()) == ["adamw", "sgd", "sgdm"]
+
+
+def test_study_report_embeds_the_design_section(planted_study: Path) -> None:
+    from ecgscale.report.html import write_report
+
+    if not (planted_study / "analysis" / "design.json").is_file():
+        test_analyze_writes_figures_json_and_section(planted_study)
+    report = write_report(load_spec(planted_study / "design.yaml"), planted_study / "report")
+    page = report.read_text()
+    assert '<section id="design-space">' in page and "residual" in page
+    section = page[page.index('<section id="design-space">') :]
+    assert 'src="data:image/png;base64,' in section and '.png"' not in section
+    assert (planted_study / "report" / "pareto.png").is_file()

@@ -9,6 +9,7 @@ import html
 import io
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,7 @@ def write_report(spec: StudySpec, out: str | Path) -> Path:
     ood_fits, ood_skipped = _fits(ood_table, "ood_loss", transfer=True)
     sections: list[tuple[str, Figure, str]] = []
     for target, fits, data in (("id_loss", id_fits, table), ("ood_loss", ood_fits, ood_table)):
-        if data.empty:
+        if data.empty or data[target].isna().all():
             continue
         for axis in ("n_params", "n_samples"):
             fig, reading = figures.loss_vs_axis(data, fits, target, axis)
@@ -149,8 +150,9 @@ def write_report(spec: StudySpec, out: str | Path) -> Path:
     if ood_fits:
         fig, reading = figures.transfer_plot(table, ood_fits)
         sections.append(("loss_to_loss", fig, reading))
-    fig, reading = figures.compute_plot(table, id_fits, "id_loss")
-    sections.append(("compute_optimal_id", fig, reading))
+    if table["id_loss"].notna().any():
+        fig, reading = figures.compute_plot(table, id_fits, "id_loss")
+        sections.append(("compute_optimal_id", fig, reading))
     label = figures.label_scaling_plot(table)
     if label is not None:
         sections.append(("label_scaling", *label))
@@ -177,6 +179,11 @@ def write_report(spec: StudySpec, out: str | Path) -> Path:
             f"<figcaption>{html.escape(reading)}</figcaption></figure>"
         )
     body.append("<h2>OOD test loss per task</h2>" + _task_table(table))
+    design = spec.out / "analysis" / "design.json"
+    if design.is_file():  # a design-space study analysed with `ecgscale design analyze`
+        from ecgscale.design.report import design_section
+
+        body.append(_inline_images(design_section(design).html, design.parent, out))
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(spec.name)}"
         f"</title><style>{_STYLE}</style></head><body>{''.join(body)}</body></html>"
@@ -188,6 +195,19 @@ def write_report(spec: StudySpec, out: str | Path) -> Path:
     _atomic_write(out / "fits.json", json.dumps(fits_json, indent=2, default=float))
     _atomic_write(out / "report.html", page)
     return out / "report.html"
+
+
+def _inline_images(page: str, folder: Path, out: Path) -> str:
+    """Embed the PNG files `page` references by name (in `folder`) as data URIs, and copy them to
+    `out` with the report's own figures."""
+
+    def embed(match: re.Match[str]) -> str:
+        path = folder / html.unescape(match.group(1))
+        data = path.read_bytes()
+        (out / path.name).write_bytes(data)
+        return f'src="data:image/png;base64,{base64.b64encode(data).decode()}"'
+
+    return re.sub(r'src="([^":]+\.png)"', embed, page)
 
 
 def _atomic_write(path: Path, text: str) -> None:
