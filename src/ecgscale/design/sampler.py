@@ -349,6 +349,7 @@ def design_study(sampled: SampleSet, base: StudyBase, out: Path):
             {
                 "name": s.optimizer or base.optimizer,
                 "model": "anynet",
+                "optimizer": s.optimizer or base.optimizer,
                 "objective": base.objective,
                 "configs": {s.name: s.config},
                 "lr": s.lr or base.lr,

@@ -107,6 +107,8 @@ def plan(spec: StudySpec) -> list[Run]:
                 "lr": family.lr,
                 "batch_size": family.batch_size,
             }
+            if family.optimizer != "adamw":  # AdamW runs keep the ids they had before SGD existed
+                config["optimizer"] = family.optimizer
             text = json.dumps(config, sort_keys=True)
             run_id = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
             runs.append(Run(run_id, family.name, point.name, point.target_params, config))

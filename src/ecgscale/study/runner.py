@@ -91,6 +91,7 @@ def train_config(ctx: StudyContext, run: Run):
         data_seed=c["seed"],
         batch_size=c["batch_size"],
         lr=c["lr"],
+        optimizer=c.get("optimizer", "adamw"),
         seed=c["seed"],
         device=ctx.spec.device,
         out=ctx.runs_dir / run.run_id,

@@ -59,6 +59,7 @@ class FamilySpec(_Strict):
             networks of a design-space study); give `sizes` or `configs`.
         model_config: options added to every size's configuration.
         objective_options: the objective's options.
+        optimizer: "adamw", "sgd" or "sgdm" (see `TrainConfig`).
         lr, batch_size: optimiser settings of this family.
     """
 
@@ -69,6 +70,7 @@ class FamilySpec(_Strict):
     configs: dict[str, dict[str, Any]] = Field(default_factory=dict)
     model_options: dict[str, Any] = Field(default_factory=dict, alias="model_config")
     objective_options: dict[str, Any] = Field(default_factory=dict)
+    optimizer: Literal["adamw", "sgd", "sgdm"] = "adamw"
     lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(64, ge=1)
 

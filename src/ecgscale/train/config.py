@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -37,7 +37,10 @@ class TrainConfig(BaseModel):
         data_fraction: fraction of the training patients used (nested patient-level subsets).
         data_seed: seed of the patient ordering behind `data_fraction`.
         batch_size: global batch size in records (split evenly over DDP ranks).
-        lr: peak learning rate of AdamW.
+        optimizer: "adamw" (default), "sgd" (plain) or "sgdm" (SGD with `momentum`); all use the
+            same warm-up + cosine schedule, clipping and decoupled-from-norms weight decay.
+        momentum: momentum of "sgdm".
+        lr: peak learning rate.
         weight_decay: AdamW decoupled weight decay, applied to weights of rank >= 2 only (not to
             biases and normalisation parameters).
         betas: AdamW moment coefficients.
@@ -71,6 +74,8 @@ class TrainConfig(BaseModel):
     data_fraction: float = Field(1.0, gt=0.0, le=1.0)
     data_seed: int = 0
     batch_size: int = Field(64, ge=1)
+    optimizer: Literal["adamw", "sgd", "sgdm"] = "adamw"
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.01, ge=0.0)
     betas: tuple[float, float] = (0.9, 0.999)

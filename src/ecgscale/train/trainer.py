@@ -183,6 +183,15 @@ def _param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]
     return [group for group in groups if group["params"]]
 
 
+def _optimizer(module: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW (fused kernel: one pass per tensor, 3x faster on CPU), SGD or SGD with momentum."""
+    groups = _param_groups(module, config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=True)
+    momentum = config.momentum if config.optimizer == "sgdm" else 0.0
+    return torch.optim.SGD(groups, lr=config.lr, momentum=momentum)
+
+
 class _Run:
     """The state of one training run (data, modules, optimizer, counters, files)."""
 
@@ -254,13 +263,7 @@ class _Run:
         self.model: nn.Module = self.step_module
         if ctx.enabled:
             self.model = DistributedDataParallel(self.step_module)
-        # The fused kernel: one pass per tensor instead of ~8 element-wise ops (3x faster on CPU).
-        self.optimizer = torch.optim.AdamW(
-            _param_groups(self.step_module, config.weight_decay),
-            lr=config.lr,
-            betas=config.betas,
-            fused=True,
-        )
+        self.optimizer = _optimizer(self.step_module, config)
         self.state = TrainerState()
 
     # --- files ---------------------------------------------------------------------------
