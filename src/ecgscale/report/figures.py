@@ -29,7 +29,7 @@ def per_run(table: pd.DataFrame, target: str) -> pd.DataFrame:
     rows = table[table[target].notna()]
     cols = ["family", "size", "n_params", "n_samples", "train_flops", "data_fraction"]
     return (
-        rows.groupby("run_id")
+        rows.groupby("run_id", sort=False)
         .agg(**{c: (c, "first") for c in cols}, **{target: (target, "mean")})
         .reset_index()
     )
