@@ -24,7 +24,7 @@ from ecgscale.evaluate.tasks import TABLE_COLUMNS, probe_task
 from ecgscale.tasks import get_task
 from ecgscale.train import TrainConfig, pretrain
 from ecgscale.train.checkpoint import load_tensors, save_tensors, with_prefix
-from ecgscale.train.trainer import build_encoder
+from ecgscale.train.trainer import build_encoder, saved_config
 
 GRID = [1e-3, 1e-2, 1e-1, 1.0, 10.0]
 KEY = ["model", "task", "protocol", "fraction", "draw", "seed", "metric", "class"]
@@ -33,12 +33,9 @@ KEY = ["model", "task", "protocol", "fraction", "draw", "seed", "metric", "class
 def _random_init(trained: Path, out: Path, seed: int = 0) -> Path:
     """A run directory holding the architecture of `trained` at its random initialisation."""
     _, meta = load_tensors(trained / "best.safetensors")
-    saved = dict(meta["config"])
-    saved.pop("store_checksum")
-    fs = saved.pop("store_fs")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        encoder = build_encoder(TrainConfig.model_validate(saved), fs)
+        encoder = build_encoder(*saved_config(meta))
     out.mkdir(parents=True)
     save_tensors(out / "best.safetensors", with_prefix("encoder", encoder.state_dict()), meta)
     return out

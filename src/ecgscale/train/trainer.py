@@ -73,6 +73,8 @@ from ecgscale.train.distributed import (
     sync_buffers,
 )
 
+# What a checkpoint's config records beyond the TrainConfig fields.
+_SAVED_EXTRAS = ("store_checksum", "store_fs", "classes")
 RUN_FILES = ("config.json", "last.safetensors", "best.safetensors", "metrics.jsonl", "result.json")
 
 
@@ -579,15 +581,17 @@ def pretrain(
         shutdown(ctx)
 
 
+def saved_config(meta: dict[str, Any]) -> tuple[TrainConfig, float]:
+    """The `TrainConfig` and store sampling rate (Hz) recorded in a checkpoint's metadata."""
+    saved = {k: v for k, v in meta["config"].items() if k not in _SAVED_EXTRAS}
+    return TrainConfig.model_validate(saved), float(meta["config"]["store_fs"])
+
+
 def load_encoder(run_dir: str | Path, which: str = "best") -> Encoder:
     """The encoder of a finished run with its `which` ("best" or "last") weights, on the CPU."""
     path = Path(run_dir) / f"{which}.safetensors"
     tensors, meta = load_tensors(path)
-    saved = dict(meta["config"])
-    saved.pop("store_checksum")
-    saved.pop("classes", None)
-    fs = saved.pop("store_fs")
-    encoder = build_encoder(TrainConfig.model_validate(saved), fs)
+    encoder = build_encoder(*saved_config(meta))
     prefix = "encoder" if which == "best" else "module.encoder"
     encoder.load_state_dict(strip_prefix(prefix, tensors))
     return encoder
