@@ -14,7 +14,7 @@ from ecgscale.train.checkpoint import load_tensors
 
 def test_top_k_classes_are_trained_recorded_and_evaluated(config, small_store: Store) -> None:
     result = pretrain(config(label_top_k=2, epochs=1), progress=False)
-    counts = small_store.labels("code")[small_store.split_indices("train")].sum(0)
+    counts = small_store.labels("code")[small_store.split_indices("train")].sum(0).astype(int)
     names = small_store.label_sets["code"]
     expected = sorted(names, key=lambda c: (-counts[names.index(c)], c))[:2]
     tensors, meta = load_tensors(f"{result.out}/best.safetensors")

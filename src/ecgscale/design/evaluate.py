@@ -79,7 +79,10 @@ def head_probabilities(
     if not head:
         raise DataError(f"{run_dir}: no supervised head to score (objective is not sl)")
     classes = meta.get("classes") or source_classes(store, label_set, None)
-    z = torch.from_numpy(embed(run_dir, store)) @ head["weight"].T.float() + head["bias"].float()
+    z = (
+        torch.from_numpy(np.array(embed(run_dir, store))) @ head["weight"].T.float()
+        + head["bias"].float()
+    )
     return list(classes), torch.sigmoid(z).numpy()
 
 
