@@ -11,13 +11,10 @@
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -43,6 +40,7 @@ from ecgscale.design.sampler import (
 )
 from ecgscale.design.space import load_space
 from ecgscale.errors import ConfigError, UserError
+from ecgscale.scaling.analyze import write_json
 
 SUMMARY_FILE = "design.json"
 DEFAULT_BUDGETS: tuple[float, ...] = (1e7, 1e8, 1e9)
@@ -139,18 +137,6 @@ class DesignResult:
         }
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def analyze_design(
     results_path: str | Path,
     out: str | Path,
@@ -186,5 +172,5 @@ def analyze_design(
     figures["laws"] = plot_laws(table, rules["all"], out / "scaling_rules.png")
     table.to_csv(out / "design_table.csv", index=False)
     result = DesignResult(metric, table, analyses, rules, figures, out / SUMMARY_FILE)
-    result.summary_path.write_text(json.dumps(_jsonable(result.summary()), indent=2))
+    write_json(result.summary(), result.summary_path)  # strict JSON (NaN -> null), atomic
     return result
