@@ -6,22 +6,11 @@ other processes are several times slower than one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import torch
 
 from ecgscale.data.prepare import synthesize
 from ecgscale.data.store import Store
 from ecgscale.data.synth import SynthConfig
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -6,17 +6,6 @@ import copy
 from typing import Any
 
 import pytest
-import torch
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: small models run faster and steadier on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 BASE: dict[str, Any] = {
     "name": "t",

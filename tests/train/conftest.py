@@ -6,11 +6,9 @@ machine two intra-op threads contending with other processes are several times s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from ecgscale.data.prepare import synthesize
 from ecgscale.data.store import Store
@@ -18,14 +16,6 @@ from ecgscale.data.synth import SynthConfig
 from ecgscale.train import TrainConfig
 
 TINY_RESNET = {"width_multiplier": 0.125, "kernel_size": 9}
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
