@@ -79,7 +79,7 @@ def loss_vs_axis(
         ax.set_title(family, fontsize=10)
         ax.set_xlabel("N (encoder parameters)" if axis == "n_params" else "D (training records)")
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel(target.replace("_", " "))
+    axes[0][0].set_ylabel(TARGET_NAMES.get(target, target))
     fig.tight_layout()
     return fig, _reading_axis(fits, target, "alpha" if axis == "n_params" else "beta")
 
@@ -115,19 +115,37 @@ def _exponent(fit: JointFit | AxisFit, which: str):
     return fit.alpha if fit.axis == axis else None
 
 
+TARGET_NAMES = {"id_loss": "ID loss", "ood_loss": "OOD loss"}
+
+
+def _identified(fit: JointFit | AxisFit, name: str) -> bool:
+    """False when the fit warns that parameter `name` is at a bound or poorly identified."""
+    return not any(w.startswith((f"{name} reaches", f"{name} is poorly")) for w in fit.warnings)
+
+
 def _reading_axis(fits: dict[str, GroupAnalysis], target: str, which: str) -> str:
     values = {f: _exponent(g.fit, which) for f, g in fits.items()}
     values = {f: e for f, e in values.items() if e is not None}
+    label = TARGET_NAMES.get(target, target)
+    symbol = "N" if which == "alpha" else "D"
     if not values:
         return f"No family varies along this axis enough to fit {which}."
-    best = max(values, key=lambda f: values[f].value)
-    e = values[best]
-    symbol = "N" if which == "alpha" else "D"
-    sat = [f for f, g in fits.items() if g.saturation.saturated]
+    supported = {f: e for f, e in values.items() if _identified(fits[f].fit, which)}
+    if not supported:
+        shown = "; ".join(
+            f"{f} {e.value:.2f} [{e.low:.2f}, {e.high:.2f}]" for f, e in values.items()
+        )
+        return (
+            f"{label} against {symbol}: no family's {which} is identifiable from these points "
+            f"(see the warnings in the table); point estimates with 95 % intervals: {shown}."
+        )
+    best = max(supported, key=lambda f: supported[f].value)
+    e = supported[best]
     text = (
-        f"{target.replace('_', ' ').capitalize()} falls fastest with {symbol} for {best} "
+        f"Among identifiable fits, {label} falls fastest with {symbol} for {best} "
         f"({which} = {e.value:.2f}, 95 % CI {e.low:.2f}-{e.high:.2f})"
     )
+    sat = [f for f, g in fits.items() if g.saturation.saturated]
     if sat:
         text += (
             f"; {', '.join(sat)} {'is' if len(sat) == 1 else 'are'} saturated at the largest size"
@@ -154,7 +172,10 @@ def transfer_plot(table: pd.DataFrame, ood: dict[str, GroupAnalysis]) -> tuple[F
             grid = grid[grid > transfer.E_id.value]
             ax.plot(grid, transfer.predict(grid), color=color, lw=1)
             kappa = transfer.kappa
-            parts.append(f"{family} kappa = {kappa.value:.2f} ({kappa.low:.2f}-{kappa.high:.2f})")
+            note = "" if _identified(transfer, "kappa") else ", not identifiable"
+            parts.append(
+                f"{family} kappa = {kappa.value:.2f} ({kappa.low:.2f}-{kappa.high:.2f}{note})"
+            )
     ax.set_xlabel("ID loss")
     ax.set_ylabel("OOD loss (mean over tasks)")
     ax.legend(fontsize=7)
@@ -198,7 +219,7 @@ def compute_plot(table: pd.DataFrame, fits: dict[str, GroupAnalysis], target: st
         parts.append(f"{family}: N* ~ C^{a.value:.2f} ({a.low:.2f}-{a.high:.2f})")
     _log_axes(ax)
     ax.set_xlabel("training compute (FLOPs)")
-    ax.set_ylabel(target.replace("_", " "))
+    ax.set_ylabel(TARGET_NAMES.get(target, target))
     ax.legend(fontsize=7)
     fig.tight_layout()
     reading = (
