@@ -339,6 +339,23 @@ class Core:
             for j, name in enumerate(names)
         }
 
+    def diagnostics(
+        self, n_points: int, extrapolation: tuple[Extrapolation, ...], warnings: Sequence[str]
+    ) -> dict[str, Any]:
+        """The `FitBase` fields of a fit of `n_points` points made by this engine result."""
+        return {
+            "n_points": n_points,
+            "rmse_log": self.rmse_log,
+            "r2_log": self.r2_log,
+            "objective": self.objective,
+            "converged": self.converged,
+            "boot_failed": self.boot_failed,
+            "extrapolation": extrapolation,
+            "warnings": tuple(warnings),
+            "samples": self.samples,
+            "boot_counts": self.counts,
+        }
+
 
 def _default_grid(n_axes: int, log_y: np.ndarray) -> np.ndarray:
     """Centred starting grid scaled to the data: E a fraction of the smallest loss, each term at the
@@ -682,16 +699,7 @@ def fit_joint(
     y = as_positive("loss", loss)
     core, extrap, warns = _fit_law({"N": n_arr, "D": d_arr}, y, opts, JointFit.param_names)
     return JointFit(
-        n_points=y.size,
-        rmse_log=core.rmse_log,
-        r2_log=core.r2_log,
-        objective=core.objective,
-        converged=core.converged,
-        boot_failed=core.boot_failed,
-        extrapolation=extrap,
-        warnings=warns,
-        samples=core.samples,
-        boot_counts=core.counts,
+        **core.diagnostics(y.size, extrap, warns),
         n_range=(float(n_arr.min()), float(n_arr.max())),
         d_range=(float(d_arr.min()), float(d_arr.max())),
         **core.estimates(JointFit.param_names),
@@ -713,16 +721,7 @@ def fit_axis(
     x_arr, y = as_positive(axis, x), as_positive("loss", loss)
     core, extrap, warns = _fit_law({axis: x_arr}, y, opts, AxisFit.param_names)
     return AxisFit(
-        n_points=y.size,
-        rmse_log=core.rmse_log,
-        r2_log=core.r2_log,
-        objective=core.objective,
-        converged=core.converged,
-        boot_failed=core.boot_failed,
-        extrapolation=extrap,
-        warnings=warns,
-        samples=core.samples,
-        boot_counts=core.counts,
+        **core.diagnostics(y.size, extrap, warns),
         axis=axis,
         x_range=(float(x_arr.min()), float(x_arr.max())),
         **core.estimates(AxisFit.param_names),

@@ -171,16 +171,7 @@ def fit_transfer(
         else Estimate(e_id_value, 0.0, e_id_value, e_id_value)
     )
     return TransferFit(
-        n_points=y.size,
-        rmse_log=core.rmse_log,
-        r2_log=core.r2_log,
-        objective=core.objective,
-        converged=core.converged,
-        boot_failed=core.boot_failed,
-        extrapolation=extrap,
-        warnings=tuple(warns + notes),
-        samples=core.samples,
-        boot_counts=core.counts,
+        **core.diagnostics(y.size, extrap, warns + notes),
         E_id=e_id_est,
         e_ood_fixed=fixed_e is not None,
         id_range=(float(x_id.min()), float(x_id.max())),
