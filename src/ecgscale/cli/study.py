@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ecgscale.errors import UserError
+from ecgscale.models.flops import format_count
 
 console = Console()
 study_app = typer.Typer(help="Run scaling studies from a YAML spec.", no_args_is_help=True)
@@ -21,13 +22,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(study_app, name="study")
     app.command("report")(report_cmd)
     app.command("demo")(demo_cmd)
-
-
-def _fmt(x: float) -> str:
-    for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(x) >= scale:
-            return f"{x / scale:.3g}{unit}"
-    return f"{x:.3g}"
 
 
 @study_app.command("plan")
@@ -68,14 +62,14 @@ def plan_cmd(spec_path: SpecArg) -> None:
             f"{r['fraction']:g}",
             str(r["top_k"] or "-"),
             str(r["seed"]),
-            _fmt(r["n_params"]),
+            format_count(r["n_params"]),
             str(r["n_samples"]),
-            _fmt(r["flops_per_record"]),
-            _fmt(r["train_flops"]),
+            format_count(r["flops_per_record"]),
+            format_count(r["train_flops"]),
         )
     console.print(table)
     total = sum(r["train_flops"] for r in rows)
-    console.print(f"total estimated training compute: {_fmt(total)}FLOP")
+    console.print(f"total estimated training compute: {format_count(total)}FLOP")
 
 
 def _run(spec_path: Path) -> None:

@@ -370,7 +370,7 @@ def _tidy(x: float, count: Callable[[float], int]) -> float:
 
 def format_count(n: float) -> str:
     """20000 -> '20K', 6300000 -> '6.3M', 2e8 -> '200M' (three significant digits at most)."""
-    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+    for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(n) >= scale:
             return f"{n / scale:.3g}{unit}"
     return f"{n:.3g}"

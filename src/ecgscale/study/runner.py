@@ -110,10 +110,10 @@ def execute_run(ctx: StudyContext, run: Run) -> dict[str, Any]:
     trained = pretrain(config, resume=resume, overwrite=not resume, progress=False)
     start = time.perf_counter()
     spec = ctx.spec
-    pre = Store(ctx.stores[spec.pretrain_store])
+    stores = {name: Store(path) for name, path in ctx.stores.items()}  # opened once per run
     id_result = evaluate_id(
         config.out,
-        pre,
+        stores[spec.pretrain_store],
         spec.label_set,
         top_k=run.config["label_top_k"],
         c_grid=spec.probe.c_grid,
@@ -125,7 +125,7 @@ def execute_run(ctx: StudyContext, run: Run) -> dict[str, Any]:
         probe = probe_task(
             config.out,
             item.task,
-            Store(ctx.stores[item.store]),
+            stores[item.store],
             c_grid=spec.probe.c_grid,
             batch_size=spec.probe.batch_size,
         )
