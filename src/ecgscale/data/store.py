@@ -31,6 +31,7 @@ import pandas as pd
 from ecgscale.data.preprocess import STANDARD_LEADS, PreprocessConfig, preprocess
 from ecgscale.data.splits import assign_folds, check_disjoint, split_of_fold
 from ecgscale.errors import DataError, UserError
+from ecgscale.fileio import atomic_write, file_hash
 
 FORMAT_VERSION = 1
 SCALE_MV = 0.001  # one int16 step = 1 uV; range +-32.767 mV
@@ -247,10 +248,10 @@ class StoreWriter:
             "clipped_samples": self.clipped_samples,
             "checksum": {
                 "signals_blake2b": self._hash.hexdigest(),
-                "meta_blake2b": _file_hash(self.tmp / "meta.parquet"),
+                "meta_blake2b": file_hash(self.tmp / "meta.parquet"),
             },
         }
-        _write_json(self.tmp / "manifest.json", manifest)
+        atomic_write(self.tmp / "manifest.json", json.dumps(manifest, indent=2, default=str))
         if self.out.exists():
             trash = self.out.parent / f".{self.out.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(self.out, trash)
@@ -266,21 +267,6 @@ class StoreWriter:
     def _skip_summary(self) -> str:
         reasons = pd.Series([s["reason"] for s in self.skipped]).value_counts()
         return "; ".join(f"{count} x {reason}" for reason, count in reasons.items())
-
-
-def _file_hash(path: Path) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temporary file + rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def label_matrix(meta: pd.DataFrame, set_name: str, classes: list[str]) -> np.ndarray:
@@ -385,5 +371,5 @@ class Store:
         c = self.manifest["checksum"]
         if digest.hexdigest() != c["signals_blake2b"]:
             raise DataError(f"{self.path}/signals.npy: checksum mismatch (file changed)")
-        if _file_hash(self.path / "meta.parquet") != c["meta_blake2b"]:
+        if file_hash(self.path / "meta.parquet") != c["meta_blake2b"]:
             raise DataError(f"{self.path}/meta.parquet: checksum mismatch (file changed)")

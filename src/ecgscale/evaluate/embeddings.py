@@ -23,6 +23,7 @@ import torch
 from ecgscale.data.loader import BatchLoader
 from ecgscale.data.store import Store
 from ecgscale.errors import ConfigError, DataError
+from ecgscale.fileio import file_hash
 from ecgscale.train.checkpoint import load_tensors
 
 
@@ -36,11 +37,7 @@ def _version(path: str | Path) -> tuple[str, int, int, int]:
 
 @functools.lru_cache(maxsize=64)
 def _file_hash(version: tuple[str, int, int, int]) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    with open(version[0], "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_hash(version[0])
 
 
 @functools.lru_cache(maxsize=64)

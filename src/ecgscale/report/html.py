@@ -8,7 +8,6 @@ import base64
 import html
 import io
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ecgscale.errors import UserError
+from ecgscale.fileio import atomic_write
 from ecgscale.report import figures
 from ecgscale.scaling.analyze import GroupAnalysis, fit_results
 from ecgscale.study.spec import StudySpec
@@ -192,8 +192,8 @@ def write_report(spec: StudySpec, out: str | Path) -> Path:
         "id": {f: g.to_dict() for f, g in id_fits.items()},
         "ood": {f: g.to_dict() for f, g in ood_fits.items()},
     }
-    _atomic_write(out / "fits.json", json.dumps(fits_json, indent=2, default=float))
-    _atomic_write(out / "report.html", page)
+    atomic_write(out / "fits.json", json.dumps(fits_json, indent=2, default=float))
+    atomic_write(out / "report.html", page)
     return out / "report.html"
 
 
@@ -208,9 +208,3 @@ def _inline_images(page: str, folder: Path, out: Path) -> str:
         return f'src="data:image/png;base64,{base64.b64encode(data).decode()}"'
 
     return re.sub(r'src="([^":]+\.png)"', embed, page)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

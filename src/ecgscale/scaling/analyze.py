@@ -18,8 +18,6 @@ Across groups: exponent ratios between every pair of groups fitted with the same
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ecgscale.errors import DataError, UserError
+from ecgscale.fileio import atomic_write
 from ecgscale.scaling.compute import (
     ComputeOptimal,
     ExponentComparison,
@@ -283,17 +282,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_json(payload: dict[str, Any], path: str | Path) -> Path:
-    """Write `payload` as strict JSON (NaN -> null) atomically: a temporary file in the same
-    folder, renamed over `path` once complete."""
+    """Write `payload` as strict JSON (NaN -> null) atomically (`ecgscale.fileio`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(_jsonable(payload), fh, indent=2, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n")
     return path

@@ -30,31 +30,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ecgscale.errors import DataError
+from ecgscale.fileio import atomic_write, replace_durably
 
 _META_KEY = "ecgscale"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _replace(tmp: Path, path: Path) -> None:
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def write_json(path: str | Path, obj: Any) -> None:
     """Write `obj` as indented JSON to `path` atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, allow_nan=True) + "\n")
-    _replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=2, allow_nan=True) + "\n")
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -63,7 +46,7 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     save_file(cpu, str(tmp), metadata={_META_KEY: json.dumps(meta, allow_nan=True)})
-    _replace(tmp, path)
+    replace_durably(tmp, path)
 
 
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
