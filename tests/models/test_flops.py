@@ -19,10 +19,11 @@ from ecgscale.models.flops import (
     format_count,
     ladder_targets,
     model_size,
+    parse_count,
     solve_width,
     train_flops,
 )
-from ecgscale.models.registry import create_model
+from ecgscale.models.registry import create_model, ladder, ladder_point
 
 
 def test_conv_and_linear_forward_flops_are_two_per_mac() -> None:
@@ -122,3 +123,24 @@ def test_format_count() -> None:
         "200M",
         "1.2T",
     ]
+
+
+def test_parse_count_inverts_format_count() -> None:
+    for n in (950, 2_000, 6_300, 20_000, 6_300_000, 200_000_000):
+        assert parse_count(format_count(n)) == n
+    assert parse_count("1.5k") == 1500
+    assert [parse_count(t) for t in ("", "K", "abc", "-5K", "5X", "nanK")] == [None] * 6
+
+
+@pytest.mark.parametrize("family", ["resnet", "beat_transformer"])
+def test_ladder_point_solves_any_target_by_the_family_rule(family: str) -> None:
+    default = ladder(family)
+    assert ladder_point(family, 1) == default[1]
+    assert ladder_point(family, default[2].name) == default[2]
+    assert ladder_point(family, "63K") == default[1]  # a default target by count gives that point
+    small = ladder_point(family, f"{family}-2K")
+    assert small.name == f"{family}-2K" and small.target_params == 2_000
+    n = count_parameters(create_model(family, **small.config))
+    assert abs(n / 2_000 - 1) < 0.1
+    with pytest.raises(ConfigError, match="a parameter count such as 5K"):
+        ladder_point(family, "tiny")

@@ -326,14 +326,16 @@ def _ladder_config(target: int, x: float) -> dict[str, Any]:
 
 
 @cached_ladder
-def anynet_ladder() -> list[LadderPoint]:
+def anynet_ladder(targets: tuple[int, ...] | None = None) -> list[LadderPoint]:
     """AnyNet sizes from 20K to 200M parameters within one family of the design space.
 
     Rule: depth = round(18 (N / N_ref)^(1/3)) clipped to the design space's 4..20, N_ref being the
     reference's best network (depth 18, 14.6M encoder parameters); w_0 = w_init = x and
     w_a = 0.625 x, with x solved for the target N (the stages follow from the width rule).
     """
-    return width_ladder("anynet", _analytic_params, _ladder_config, bounds=(1.0, 4096.0))
+    return width_ladder(
+        "anynet", _analytic_params, _ladder_config, bounds=(1.0, 4096.0), targets=targets
+    )
 
 
 def _analytic_params(config: dict[str, Any]) -> int:

@@ -239,10 +239,15 @@ def param_count(config: dict[str, Any]) -> int:
 
 
 @cached_ladder
-def beat_transformer_ladder() -> list[LadderPoint]:
+def beat_transformer_ladder(targets: tuple[int, ...] | None = None) -> list[LadderPoint]:
     """9 sizes from 20K to 200M encoder parameters (depth and width rule: module docstring)."""
     return width_ladder(
-        "beat_transformer", param_count, _ladder_config, bounds=(2, 4096), integer=True
+        "beat_transformer",
+        param_count,
+        _ladder_config,
+        bounds=(2, 4096),
+        integer=True,
+        targets=targets,
     )
 
 

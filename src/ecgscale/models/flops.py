@@ -325,7 +325,7 @@ def width_ladder(
     *,
     bounds: tuple[float, float],
     integer: bool = False,
-    targets: list[int] | None = None,
+    targets: Sequence[int] | None = None,
 ) -> list[LadderPoint]:
     """One `LadderPoint` per target: `config_of(target, x)`, the width `x` solved for the target.
 
@@ -347,15 +347,34 @@ def width_ladder(
     return points
 
 
-def cached_ladder(fn: Callable[[], list[LadderPoint]]) -> Callable[[], list[LadderPoint]]:
-    """Solve a ladder once per process; every call gets its own copies of the configs."""
+LadderFn = Callable[[tuple[int, ...] | None], list[LadderPoint]]
+
+
+def cached_ladder(fn: LadderFn) -> LadderFn:
+    """Solve a ladder (the default targets, or the given `targets`) once per process; every call
+    gets its own copies of the configs."""
     solved = functools.cache(fn)
 
     @functools.wraps(fn)
-    def copy() -> list[LadderPoint]:
-        return [replace(point, config=dict(point.config)) for point in solved()]
+    def copy(targets: tuple[int, ...] | None = None) -> list[LadderPoint]:
+        return [replace(point, config=dict(point.config)) for point in solved(targets)]
 
     return copy
+
+
+def parse_count(text: str) -> int | None:
+    """'20K' -> 20000, '6.3M' -> 6300000, '1500' -> 1500 (the inverse of `format_count`); None
+    when `text` is not a count."""
+    scales = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
+    text = text.strip()
+    unit = text[-1:].upper() if text[-1:].isalpha() else ""
+    try:
+        value = float(text[: len(text) - len(unit)])
+    except ValueError:
+        return None
+    if unit not in scales or not math.isfinite(value) or value <= 0:
+        return None
+    return round(value * scales[unit])
 
 
 def _tidy(x: float, count: Callable[[float], int]) -> float:

@@ -6,13 +6,14 @@ A family registers itself with one decorator in its own module:
     def resnet(**config) -> Encoder: ...
 
 A ladder is a function returning `LadderPoint`s (a name, the target encoder parameter count and the
-config that reaches it).
+config that reaches it) for the default targets (20K-200M, half a decade apart) or for given ones;
+`ladder_point(name, "5K")` solves the family's size rule for any target.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +46,7 @@ class ModelSpec:
 
     name: str
     factory: Callable[..., Encoder]
-    ladder: Callable[[], list[LadderPoint]] | None
+    ladder: Callable[[tuple[int, ...] | None], list[LadderPoint]] | None
     default_fs: float
     default_length: int
     input_kind: str
@@ -57,7 +58,7 @@ _REGISTRY: dict[str, ModelSpec] = {}
 def register_model(
     name: str,
     *,
-    ladder: Callable[[], list[LadderPoint]] | None = None,
+    ladder: Callable[[tuple[int, ...] | None], list[LadderPoint]] | None = None,
     default_fs: float = 400.0,
     default_length: int = 4096,
     input_kind: str = "waveform",
@@ -101,9 +102,34 @@ def create_model(name: str, **config: Any) -> Encoder:
         raise ConfigError(f"model {name!r}: invalid configuration {config}: {exc}") from exc
 
 
-def ladder(name: str) -> list[LadderPoint]:
-    """The size ladder of family `name`."""
+def ladder(name: str, targets: Sequence[int] | None = None) -> list[LadderPoint]:
+    """The size ladder of family `name` (its default targets, or `targets` encoder parameters)."""
     spec = get_spec(name)
     if spec.ladder is None:
         raise ConfigError(f"model {name!r} has no size ladder")
-    return spec.ladder()
+    return spec.ladder(None if targets is None else tuple(int(t) for t in targets))
+
+
+def ladder_point(name: str, size: int | str) -> LadderPoint:
+    """One size of family `name`: an index into its default ladder, a point name
+    ("resnet-63K"), or a target parameter count ("5K", "resnet-5K", "1.5M") solved by the
+    family's size rule. Anything else is a `ConfigError` naming the accepted forms."""
+    from ecgscale.models.flops import parse_count
+
+    points = ladder(name)
+    if isinstance(size, int):
+        if not 0 <= size < len(points):
+            raise ConfigError(
+                f"model {name!r}: size index {size} outside the ladder (0-{len(points) - 1})"
+            )
+        return points[size]
+    by_name = {p.name: p for p in points}
+    if size in by_name:
+        return by_name[size]
+    target = parse_count(size.removeprefix(f"{name}-"))
+    if target is None:
+        raise ConfigError(
+            f"model {name!r}: unknown size {size!r}; expected a ladder point "
+            f"({', '.join(by_name)}), an index or a parameter count such as 5K"
+        )
+    return ladder(name, [target])[0]

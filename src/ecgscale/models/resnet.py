@@ -138,7 +138,7 @@ def _reference_params() -> int:
 
 
 @cached_ladder
-def resnet_ladder() -> list[LadderPoint]:
+def resnet_ladder(targets: tuple[int, ...] | None = None) -> list[LadderPoint]:
     """ResNet sizes from 20K to 200M parameters.
 
     Rule: units per stage = round((N / N_paper)^(1/3)) (at least 1; the paper's network, N_paper =
@@ -146,7 +146,7 @@ def resnet_ladder() -> list[LadderPoint]:
     then solved so that the encoder has the target N.
     """
     count = functools.partial(meta_param_count, resnet)
-    return width_ladder("resnet", count, _ladder_config, bounds=(0.01, 20.0))
+    return width_ladder("resnet", count, _ladder_config, bounds=(0.01, 20.0), targets=targets)
 
 
 register_model("resnet", ladder=resnet_ladder, default_fs=400.0, default_length=4096)(resnet)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ecgscale.errors import ConfigError
-from ecgscale.models.registry import LadderPoint, ladder
+from ecgscale.models.registry import LadderPoint, ladder_point
 from ecgscale.study.spec import FamilySpec, StoreSpec, StudySpec
 
 
@@ -61,25 +61,10 @@ def _size_points(family: FamilySpec) -> list[LadderPoint]:
             LadderPoint(name, model_size(family.model, config).params, config)
             for name, config in family.configs.items()
         ]
-    points = ladder(family.model)
-    by_name = {p.name: p for p in points}
-    chosen = []
-    for size in family.sizes:
-        if isinstance(size, int):
-            if not 0 <= size < len(points):
-                raise ConfigError(
-                    f"family {family.name}: size index {size} outside the ladder "
-                    f"(0-{len(points) - 1})"
-                )
-            chosen.append(points[size])
-        elif size in by_name:
-            chosen.append(by_name[size])
-        else:
-            raise ConfigError(
-                f"family {family.name}: unknown size {size!r}; expected one of: "
-                f"{', '.join(by_name)}"
-            )
-    return chosen
+    try:
+        return [ladder_point(family.model, size) for size in family.sizes]
+    except ConfigError as exc:
+        raise ConfigError(f"family {family.name}: {exc}") from None
 
 
 def plan(spec: StudySpec) -> list[Run]:

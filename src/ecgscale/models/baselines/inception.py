@@ -110,7 +110,7 @@ def _ladder_config(target: int, x: float) -> dict[str, Any]:
 
 
 @cached_ladder
-def inception_ladder() -> list[LadderPoint]:
+def inception_ladder(targets: tuple[int, ...] | None = None) -> list[LadderPoint]:
     """InceptionTime sizes from 20K to 200M parameters.
 
     Rule: depth = 3 x round(2 (N / N_ref)^(1/3)) modules (at least 3), N_ref being the benchmark's
@@ -118,7 +118,9 @@ def inception_ladder() -> list[LadderPoint]:
     for the target N.
     """
     count = functools.partial(meta_param_count, inception_time)
-    return width_ladder("inception_time", count, _ladder_config, bounds=(1, 4096), integer=True)
+    return width_ladder(
+        "inception_time", count, _ladder_config, bounds=(1, 4096), integer=True, targets=targets
+    )
 
 
 register_model("inception_time", ladder=inception_ladder, default_fs=100.0, default_length=1000)(

@@ -131,7 +131,7 @@ def _ladder_config(target: int, x: float) -> dict[str, Any]:
 
 
 @cached_ladder
-def patchtst_ladder() -> list[LadderPoint]:
+def patchtst_ladder(targets: tuple[int, ...] | None = None) -> list[LadderPoint]:
     """PatchTST sizes from 20K to 200M parameters.
 
     Rule: depth = round(3 (N / N_ref)^(1/3)) blocks (at least 1), N_ref being PatchTST's default
@@ -140,7 +140,7 @@ def patchtst_ladder() -> list[LadderPoint]:
     solved for the target N.
     """
     count = functools.partial(meta_param_count, patchtst)
-    return width_ladder("patchtst", count, _ladder_config, bounds=(1.0, 16384.0))
+    return width_ladder("patchtst", count, _ladder_config, bounds=(1.0, 16384.0), targets=targets)
 
 
 register_model("patchtst", ladder=patchtst_ladder, default_fs=400.0, default_length=4096)(patchtst)

@@ -127,7 +127,7 @@ def _ladder_config(target: int, x: float) -> dict[str, Any]:
 
 
 @cached_ladder
-def xresnet_ladder() -> list[LadderPoint]:
+def xresnet_ladder(targets: tuple[int, ...] | None = None) -> list[LadderPoint]:
     """xresnet1d sizes from 20K to 200M parameters.
 
     Rule: blocks per stage = round((3, 4, 23, 3) x (N / N_101)^(1/3)) (at least 1), N_101 = 33.0M
@@ -135,7 +135,7 @@ def xresnet_ladder() -> list[LadderPoint]:
     the target N.
     """
     count = functools.partial(meta_param_count, xresnet1d)
-    return width_ladder("xresnet1d", count, _ladder_config, bounds=(0.01, 20.0))
+    return width_ladder("xresnet1d", count, _ladder_config, bounds=(0.01, 20.0), targets=targets)
 
 
 register_model("xresnet1d", ladder=xresnet_ladder, default_fs=100.0, default_length=1000)(xresnet1d)
