@@ -87,6 +87,9 @@ def test_samples_budget_and_accounting(config, small_store) -> None:
     assert result.flops_per_record == train_flops(encoder, 12, 1000)
     assert result.train_flops == result.flops_per_record * 80
     assert json.loads((config().out / "result.json").read_text())["samples_seen"] == 80
+    # the ID loss of studies: the objective on the test split with the best weights
+    assert set(result.test_metrics) >= {"loss"} and np.isfinite(result.test_metrics["loss"])
+    assert result.test_metrics["loss"] != pytest.approx(result.best_val_loss, rel=1e-9)
 
 
 def test_schedule_warms_up_linearly_then_decays_by_cosine(config) -> None:
