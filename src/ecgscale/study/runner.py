@@ -2,9 +2,10 @@
 
 Each run pre-trains one encoder (`ecgscale.train.pretrain`, resumed from its last checkpoint when a
 previous attempt was interrupted), then evaluates it:
-- ID: `ecgscale.evaluate.id_eval.evaluate_id` on the pre-training store's test split (the SL head's
-  held-out loss for supervised models, a linear probe on the source labels for SSL models, and the
-  probe for both as `id_probe`);
+- ID: the loss of the run's own objective on the pre-training store's test split with its best
+  weights (BCE of the SL head; the CMSC or masked-beat loss of SSL runs), as in scaling studies of
+  pre-training; `evaluate_id` adds a linear probe on the source labels (`probe_loss`, AUROC) so
+  that every family is also compared on one quantity;
 - OOD: a linear probe per OOD task on frozen embeddings (`probe_task`), whose test loss is the OOD
   loss that scaling laws are fitted to.
 """
@@ -119,7 +120,9 @@ def execute_run(ctx: StudyContext, run: Run) -> dict[str, Any]:
         c_grid=spec.probe.c_grid,
         batch_size=spec.probe.batch_size,
     )
-    metrics: list[tuple[str, str, float]] = [("id", "loss", id_result.loss)]
+    id_loss = trained.test_metrics["loss"]  # the objective's own held-out loss
+    metrics: list[tuple[str, str, float]] = [("id", "loss", id_loss)]
+    metrics += [("id", "probe_loss", id_result.probe_loss)]
     metrics += [("id", k, v) for k, v in id_result.metrics.items() if v is not None]
     for item in spec.ood:
         probe = probe_task(
@@ -139,7 +142,7 @@ def execute_run(ctx: StudyContext, run: Run) -> dict[str, Any]:
         "samples_seen": trained.samples_seen,
         "flops_per_record": trained.flops_per_record,
         "train_flops": trained.train_flops,
-        "id_loss": id_result.loss,
+        "id_loss": id_loss,
         "pretext_loss": id_result.pretext_loss,
     }
     return {"result": result, "metrics": metrics}
