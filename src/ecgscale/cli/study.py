@@ -124,14 +124,25 @@ def status_cmd(spec_path: SpecArg) -> None:
 def export_cmd(
     spec_path: SpecArg,
     out: Annotated[Path | None, typer.Option(help="File (.parquet or .csv).")] = None,
+    labels: Annotated[
+        bool,
+        typer.Option(
+            "--labels",
+            help="Export the common-label-set losses of label-scaling runs instead (one row per "
+            "run x label group; fit with --target id_loss --by label_group --x n_labels).",
+        ),
+    ] = False,
 ) -> None:
     """Write the finished runs in the scaling-fit schema (one row per run x task)."""
     from ecgscale.study.runner import results_of
     from ecgscale.study.spec import load_spec
 
     spec = load_spec(spec_path)
-    table = results_of(spec).table()
-    out = out or spec.out / "results.parquet"
+    results = results_of(spec)
+    table = results.label_table() if labels else results.table()
+    if labels and table.empty:
+        raise UserError(f"study {spec.name}: no finished label-scaling runs in {results.path}")
+    out = out or spec.out / ("label_groups.parquet" if labels else "results.parquet")
     if out.suffix not in (".parquet", ".csv"):
         raise UserError(f"--out {out}: expected a .parquet or .csv file")
     tmp = out.with_name(f".{out.name}.tmp")

@@ -5,6 +5,11 @@ a linear probe on the source labels over frozen embeddings. Both get the probe t
 so SL and SSL models can also be compared on exactly the same quantity; the pretext loss (the
 objective's best validation loss) is reported alongside. Head and probe both read the cached
 embeddings, so ID evaluation costs one encoder pass shared with the OOD probes of the same store.
+
+Label scaling trains each run on its own top-k classes, so those ID losses are not comparable
+across k. `evaluate_common` scores every run on one fixed set of classes instead (`LabelGroups`:
+the classes every run was trained on, "frequent", and the rest, "tail") with a linear probe on the
+cached embeddings.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from ecgscale.data.store import Store
 from ecgscale.errors import ConfigError
 from ecgscale.evaluate.embeddings import embed
 from ecgscale.evaluate.metrics import auroc
-from ecgscale.evaluate.probe import DEFAULT_C_GRID, linear_probe
+from ecgscale.evaluate.probe import DEFAULT_C_GRID, ProbeResult, bce_per_label, linear_probe
 from ecgscale.train.checkpoint import load_tensors, strip_prefix
 
 SL_HEAD = "objective.head.linear"
@@ -53,6 +58,69 @@ def source_classes(store: Store, label_set: str, top_k: int | None) -> list[str]
     if top_k is None:
         return list(store.label_sets[label_set])
     return store.top_classes(label_set, top_k)
+
+
+@dataclass(frozen=True)
+class LabelGroups:
+    """The common evaluation classes of a label-scaling study, most frequent first.
+
+    Attributes:
+        frequent: the `k_min` most frequent classes in the training split (every run of the
+            study was trained on them), as far as they can be evaluated.
+        tail: the other classes that can be evaluated.
+    """
+
+    frequent: tuple[str, ...]
+    tail: tuple[str, ...]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """All common classes: frequent, then tail."""
+        return self.frequent + self.tail
+
+    def items(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """(group name, classes) of "all", "frequent" and "tail"."""
+        return (("all", self.classes), ("frequent", self.frequent), ("tail", self.tail))
+
+
+def common_label_groups(
+    store: Store, label_set: str, k_min: int, *, min_positives: int = 1
+) -> LabelGroups:
+    """Classes of `label_set` with at least `min_positives` positive and negative records in each
+    of the train, val and test splits, split into the top-`k_min` classes of the training split
+    (`Store.top_classes`, the classes of the smallest label-scaling run) and the rest."""
+    ranked = store.top_classes(label_set, len(store.label_sets[label_set]))
+    labels = store.labels(label_set)
+    vocabulary = list(store.label_sets[label_set])
+    columns = [vocabulary.index(c) for c in ranked]
+    enough = np.ones(len(ranked), dtype=bool)
+    for split in ("train", "val", "test"):
+        y = labels[store.split_indices(split)][:, columns]
+        positives = y.sum(axis=0, dtype=np.int64)
+        enough &= (positives >= min_positives) & (len(y) - positives >= min_positives)
+    kept = [(rank, c) for rank, c in enumerate(ranked) if enough[rank]]
+    return LabelGroups(
+        frequent=tuple(c for rank, c in kept if rank < k_min),
+        tail=tuple(c for rank, c in kept if rank >= k_min),
+    )
+
+
+def _label_probe(
+    features: np.ndarray,
+    store: Store,
+    label_set: str,
+    classes: Sequence[str],
+    c_grid: Sequence[float],
+) -> tuple[np.ndarray, ProbeResult]:
+    """0/1 targets `(records, classes)` of `classes` and the multi-label linear probe of
+    `(records, embed_dim)` features on them over the store's splits."""
+    columns = [store.label_sets[label_set].index(c) for c in classes]
+    y = store.labels(label_set)[:, columns].astype(np.float32)
+    train, val, test = (store.split_indices(s) for s in ("train", "val", "test"))
+    probe = linear_probe(
+        features, y, "multilabel", train, val, test, c_grid=c_grid, label_names=list(classes)
+    )
+    return y, probe
 
 
 def head_loss(
@@ -97,13 +165,9 @@ def evaluate_id(
             "was asked for"
         )
     classes = list(recorded or source_classes(store, label_set, top_k))
-    columns = [store.label_sets[label_set].index(c) for c in classes]
-    y = store.labels(label_set)[:, columns].astype(np.float32)
     features = embed(run_dir, store, batch_size=batch_size, cache_dir=cache_dir, device=device)
-    train, val, test = (store.split_indices(s) for s in ("train", "val", "test"))
-    probe = linear_probe(
-        features, y, "multilabel", train, val, test, c_grid=c_grid, label_names=classes
-    )
+    y, probe = _label_probe(features, store, label_set, classes, c_grid)
+    test = store.split_indices("test")
     metrics: dict[str, float | None] = {f"probe_{k}": v for k, v in probe.metrics.items()}
     pretext = float(meta.get("val", {}).get("loss", np.nan))
     head = strip_prefix(SL_HEAD, tensors)
@@ -121,3 +185,31 @@ def evaluate_id(
         return IDResult(loss, "head", probe.test_loss, pretext, metrics)
     metrics["auroc"] = probe.metrics.get("auroc")
     return IDResult(probe.test_loss, "probe", probe.test_loss, pretext, metrics)
+
+
+def evaluate_common(
+    run_dir: str | Path,
+    store: Store,
+    label_set: str,
+    groups: LabelGroups,
+    *,
+    c_grid: Sequence[float] = DEFAULT_C_GRID,
+    batch_size: int = 256,
+    cache_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, float]:
+    """Common-label-set ID loss of the run in `run_dir`: one linear probe over its frozen
+    embeddings on all of `groups.classes`, and the test BCE of each class (mean over test
+    records) averaged over the classes of each group ("all", "frequent", "tail"; empty groups are
+    left out). Natural logarithms; `store`'s train/val/test splits."""
+    if not groups.classes:
+        raise ConfigError(f"{store.path}: no class of {label_set!r} can be evaluated")
+    features = embed(run_dir, store, batch_size=batch_size, cache_dir=cache_dir, device=device)
+    y, probe = _label_probe(features, store, label_set, groups.classes, c_grid)
+    losses = bce_per_label(y[store.split_indices("test")], probe.test_outputs)
+    per_class = dict(zip(groups.classes, losses, strict=True))
+    return {
+        name: float(np.mean([per_class[c] for c in members]))
+        for name, members in groups.items()
+        if members
+    }

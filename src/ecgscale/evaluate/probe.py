@@ -519,11 +519,18 @@ def _logistic_probe(
 
 def _probability_loss(kind: str, y: np.ndarray, p: np.ndarray) -> float:
     """Mean BCE over records and labels, or mean cross-entropy, from probabilities."""
-    tiny = np.finfo(np.float64).tiny
     if kind == "multiclass":
+        tiny = np.finfo(np.float64).tiny
         return float(-np.log(np.maximum(p[np.arange(len(y)), y], tiny)).mean())
+    return float(bce_per_label(y, p).mean())
+
+
+def bce_per_label(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Mean BCE over records of each label `(labels,)` (natural log) from 0/1 targets and
+    probabilities `(records, labels)`; probabilities of exactly 0 or 1 are kept finite."""
+    tiny = np.finfo(np.float64).tiny
     below_one = np.minimum(p, np.nextafter(1.0, 0.0))  # p rounded to 1 would give 0 * -inf
-    return float(-(y * np.log(np.maximum(p, tiny)) + (1 - y) * np.log1p(-below_one)).mean())
+    return -(y * np.log(np.maximum(p, tiny)) + (1 - y) * np.log1p(-below_one)).mean(axis=0)
 
 
 def _ridge_probe(

@@ -230,21 +230,61 @@ def compute_plot(table: pd.DataFrame, fits: dict[str, GroupAnalysis], target: st
     return fig, reading
 
 
-def label_scaling_plot(table: pd.DataFrame) -> tuple[Figure, str] | None:
-    """ID and OOD loss against the number of pre-training labels (label-scaling runs only)."""
-    rows = table[table["label_top_k"].notna()]
+LABEL_GROUP_STYLES = {"frequent": "o-", "tail": "s--"}
+"""Label groups of `label_scaling_plot` and their line styles."""
+
+
+def label_scaling_plot(labels: pd.DataFrame) -> tuple[Figure, str] | None:
+    """Common-label-set ID loss of frequent and tail labels against the number of pre-training
+    labels k, per family (mean over the family's runs at each k).
+
+    `labels` is `ecgscale.study.results.Results.label_table` (one row per run x label group);
+    None when it has no frequent or tail rows (no label-scaling runs).
+    """
+    rows = labels[labels["label_group"].isin(LABEL_GROUP_STYLES)]
     if rows.empty:
         return None
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for k, (family, group) in enumerate(rows.groupby("family")):
+    parts = []
+    for k, family in enumerate(_families(rows)):
         color = COLORS[k % len(COLORS)]
-        idl = group.groupby("label_top_k")["id_loss"].mean()
-        ood = group[group["task"] != "id"].groupby("label_top_k")["ood_loss"].mean()
-        ax.plot(idl.index, idl.values, "o-", color=color, label=f"{family} ID")
-        ax.plot(ood.index, ood.values, "s--", color=color, label=f"{family} OOD")
-    _log_axes(ax)
-    ax.set_xlabel("pre-training labels (top-k)")
-    ax.set_ylabel("loss")
+        curves = {}
+        for group, style in LABEL_GROUP_STYLES.items():
+            members = rows[(rows["family"] == family) & (rows["label_group"] == group)]
+            if members.empty:
+                continue
+            curve = members.groupby("n_labels")["id_loss"].mean()
+            curves[group] = (curve, int(members["n_classes"].iloc[0]))
+            ax.plot(curve.index, curve.to_numpy(), style, color=color, label=f"{family} {group}")
+        parts.append(f"{family} {_label_curves_reading(curves)}")
+    ks = np.unique(rows["n_labels"].to_numpy())
+    ax.set_xscale("log")
+    ax.set_xticks(ks, [f"{k:g}" for k in ks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("pre-training labels k (top-k most frequent classes, log scale)")
+    ax.set_ylabel("common-set ID loss (test BCE per label, nats)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return fig, "ID and mean OOD loss as the number of pre-training labels grows."
+    reading = (
+        "Linear-probe ID loss on one fixed label set, averaged over its frequent labels (those "
+        "every run was trained on) and its tail labels, as the pre-training labels grow: "
+        + "; ".join(parts)
+        + "."
+    )
+    return fig, reading
+
+
+def _label_curves_reading(curves: dict[str, tuple[pd.Series, int]]) -> str:
+    """E.g. "frequent (2 labels) from 0.236 at k = 2 to 0.235 at k = 6 (-0.5 %), tail ..."
+    from (loss per k, number of labels) of each group."""
+    out = []
+    for group, (curve, n) in curves.items():
+        first, last = float(curve.iloc[0]), float(curve.iloc[-1])
+        if len(curve) == 1:
+            out.append(f"{group} ({n} labels) {first:.3f} at k = {curve.index[0]:g}")
+            continue
+        out.append(
+            f"{group} ({n} labels) from {first:.3f} at k = {curve.index[0]:g} to {last:.3f} "
+            f"at k = {curve.index[-1]:g} ({100 * (last / first - 1):+.1f} %)"
+        )
+    return ", ".join(out)

@@ -153,7 +153,7 @@ def write_report(spec: StudySpec, out: str | Path) -> Path:
     if table["id_loss"].notna().any():
         fig, reading = figures.compute_plot(table, id_fits, "id_loss")
         sections.append(("compute_optimal_id", fig, reading))
-    label = figures.label_scaling_plot(table)
+    label = figures.label_scaling_plot(results.label_table())
     if label is not None:
         sections.append(("label_scaling", *label))
 

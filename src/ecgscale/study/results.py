@@ -4,7 +4,9 @@ Tables:
     runs     one row per run: id, family, size, model, objective, status (planned, running, done,
              failed), attempts, error, timings, N (n_params), D (n_samples), FLOPs per record,
              training FLOPs, ID loss, pretext loss, the run's configuration (JSON)
-    metrics  one row per run x task x metric (value)
+    metrics  one row per run x task x metric (value); label-scaling runs also have task
+             `COMMON_TASK` with `loss_<group>` and `n_classes_<group>` per label group (all,
+             frequent, tail) of the study's common label set
 
 A finished run's metrics and its "done" status are written in one transaction, so a study killed at
 any moment never holds half a run and never counts a run twice; resuming re-runs exactly the runs
@@ -21,6 +23,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ecgscale.study.planner import Run
@@ -60,6 +63,26 @@ CREATE TABLE IF NOT EXISTS metrics (
     PRIMARY KEY (run_id, task, metric)
 );
 """
+
+COMMON_TASK = "id_common"
+"""Task of the common-label-set losses of label-scaling runs (`id_eval.evaluate_common`)."""
+
+_TABLE_RUN_COLUMNS = (
+    "run_id",
+    "family",
+    "size",
+    "model",
+    "objective",
+    "data_fraction",
+    "label_top_k",
+    "seed",
+    "n_params",
+    "n_samples",
+    "samples_seen",
+    "flops_per_record",
+    "train_flops",
+)
+"""Run-level columns of the exported tables (`Results.table`, `Results.label_table`)."""
 
 RUN_RESULT_COLUMNS = (
     "train_seconds",
@@ -158,31 +181,37 @@ class Results:
         with closing(self._connect()) as db:
             return pd.read_sql_query("SELECT * FROM metrics ORDER BY run_id, task, metric", db)
 
+    def _done(self) -> pd.DataFrame:
+        runs = self.runs()
+        return runs[runs["status"] == "done"]
+
     def table(self) -> pd.DataFrame:
         """Finished runs in the scaling-fit schema: one row per run x OOD task, with `id_loss`,
         `ood_loss` (the probe's test loss) and the run's N, D and FLOPs."""
-        runs = self.runs()
-        runs = runs[runs["status"] == "done"]
         metrics = self.metrics()
         loss = metrics[(metrics["metric"] == "loss") & (metrics["task"] != "id")]
         loss = loss.rename(columns={"value": "ood_loss"})[["run_id", "task", "ood_loss"]]
-        keep = [
-            "run_id",
-            "family",
-            "size",
-            "model",
-            "objective",
-            "data_fraction",
-            "label_top_k",
-            "seed",
-            "n_params",
-            "n_samples",
-            "samples_seen",
-            "flops_per_record",
-            "train_flops",
-            "id_loss",
-            "pretext_loss",
-        ]
-        table = runs[keep].merge(loss, on="run_id", how="left")
+        keep = [*_TABLE_RUN_COLUMNS, "id_loss", "pretext_loss"]
+        table = self._done()[keep].merge(loss, on="run_id", how="left")
         table["task"] = table["task"].fillna("id")
+        return table.reset_index(drop=True)
+
+    def label_table(self) -> pd.DataFrame:
+        """Finished label-scaling runs on the common label set, in the scaling-fit schema: one row
+        per run x label group (all, frequent, tail) with task `id_common/<group>`, `label_group`,
+        `id_loss` (the probe's test BCE per class, averaged over the group's classes; nats),
+        `n_labels` (the run's top-k), `n_classes` (classes in the group) and no `ood_loss`.
+        Empty when no run has common-set losses. Fit with
+        `ecgscale fit --target id_loss --by label_group --x n_labels`."""
+        metrics = self.metrics()
+        common = metrics[metrics["task"] == COMMON_TASK]
+        what = common["metric"].str.extract(r"^(loss|n_classes)_(\w+)$")
+        common = common.assign(quantity=what[0], label_group=what[1]).dropna(subset="quantity")
+        wide = common.pivot(index=["run_id", "label_group"], columns="quantity", values="value")
+        wide = wide.reindex(columns=["loss", "n_classes"]).rename(columns={"loss": "id_loss"})
+        wide = wide.reset_index()
+        table = self._done()[list(_TABLE_RUN_COLUMNS)].merge(wide, on="run_id", how="inner")
+        table["task"] = COMMON_TASK + "/" + table["label_group"]
+        table["n_labels"] = table["label_top_k"].astype(float)
+        table["ood_loss"] = np.nan
         return table.reset_index(drop=True)

@@ -7,7 +7,9 @@ previous attempt was interrupted), then evaluates it:
   pre-training; `evaluate_id` adds a linear probe on the source labels (`probe_loss`, AUROC) so
   that every family is also compared on one quantity;
 - OOD: a linear probe per OOD task on frozen embeddings (`probe_task`), whose test loss is the OOD
-  loss that scaling laws are fitted to.
+  loss that scaling laws are fitted to;
+- label scaling only (spec `label_set_sizes`): one more probe on the study's common label set
+  (`evaluate_common`), whose per-group losses are the task `COMMON_TASK` of the results store.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from rich.console import Console
 from ecgscale.data.store import Store
 from ecgscale.study.executors import make_executor
 from ecgscale.study.planner import Run, plan
-from ecgscale.study.results import Results
+from ecgscale.study.results import COMMON_TASK, Results
 from ecgscale.study.spec import StudySpec
 
 console = Console()
@@ -102,7 +104,7 @@ def train_config(ctx: StudyContext, run: Run):
 
 def execute_run(ctx: StudyContext, run: Run) -> dict[str, Any]:
     """Pre-train and evaluate one run; returns its results and metric rows."""
-    from ecgscale.evaluate.id_eval import evaluate_id
+    from ecgscale.evaluate.id_eval import common_label_groups, evaluate_common, evaluate_id
     from ecgscale.evaluate.tasks import probe_task
     from ecgscale.train import pretrain
 
@@ -124,6 +126,19 @@ def execute_run(ctx: StudyContext, run: Run) -> dict[str, Any]:
     metrics: list[tuple[str, str, float]] = [("id", "loss", id_loss)]
     metrics += [("id", "probe_loss", id_result.probe_loss)]
     metrics += [("id", k, v) for k, v in id_result.metrics.items() if v is not None]
+    if spec.label_set_sizes:
+        source = stores[spec.pretrain_store]
+        groups = common_label_groups(source, spec.label_set, min(spec.label_set_sizes))
+        common = evaluate_common(
+            config.out,
+            source,
+            spec.label_set,
+            groups,
+            c_grid=spec.probe.c_grid,
+            batch_size=spec.probe.batch_size,
+        )
+        metrics += [(COMMON_TASK, f"loss_{group}", v) for group, v in common.items()]
+        metrics += [(COMMON_TASK, f"n_classes_{g}", len(c)) for g, c in groups.items() if c]
     for item in spec.ood:
         probe = probe_task(
             config.out,
