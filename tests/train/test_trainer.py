@@ -142,3 +142,10 @@ def test_impossible_runs_fail_with_a_clear_message(config, small_store) -> None:
         pretrain(config(samples=16, lr=0.1), progress=False, resume=True)
     again = pretrain(config(samples=16, lr=0.1), progress=False, overwrite=True)
     assert again.steps == 1
+
+
+def test_max_samples_caps_an_epochs_budget(config) -> None:
+    capped = pretrain(config(epochs=50, max_samples=100), progress=False)
+    assert capped.steps == 7 and capped.samples_seen == 112  # 100 rounded up to whole batches
+    with pytest.raises(ConfigError, match="need an epochs budget"):
+        config(samples=100, max_samples=50)

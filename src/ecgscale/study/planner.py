@@ -88,7 +88,7 @@ def plan(spec: StudySpec) -> list[Run]:
                 "label_top_k": top_k,
                 "data_fraction": fraction,
                 "seed": seed,
-                "budget": spec.budget.model_dump(),
+                "budget": spec.budget.run_config(),
                 "lr": family.lr,
                 "batch_size": family.batch_size,
             }
@@ -129,6 +129,8 @@ def estimate(spec: StudySpec, runs: list[Run], train_records: int) -> list[dict[
         d = max(1, round(run.config["data_fraction"] * train_records))
         budget = run.config["budget"]
         seen = budget["samples"] if budget["samples"] else budget["epochs"] * d
+        if budget.get("max_samples"):
+            seen = min(seen, budget["max_samples"])
         rows.append(
             {
                 "run_id": run.run_id,

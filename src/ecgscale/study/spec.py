@@ -103,17 +103,26 @@ class FamilySpec(_Strict):
 
 
 class BudgetSpec(_Strict):
-    """Training budget of every run: `epochs` (optionally with early stopping) or `samples`."""
+    """Training budget of every run: `epochs` (optionally with early stopping on the validation
+    loss after `patience` epochs, and a cap of `max_samples` records seen) or `samples`."""
 
     epochs: int | None = Field(None, ge=1)
     patience: int | None = Field(None, ge=1)
+    max_samples: int | None = Field(None, ge=1)
     samples: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _one(self) -> BudgetSpec:
         if (self.epochs is None) == (self.samples is None):
             raise ValueError("give exactly one of epochs and samples")
+        if self.max_samples is not None and self.epochs is None:
+            raise ValueError("max_samples caps an epochs budget; with samples, lower samples")
         return self
+
+    def run_config(self) -> dict[str, int | None]:
+        """The budget as it enters a run id (`max_samples` only when set, so that the ids of
+        budgets without it stay as they were)."""
+        return self.model_dump(exclude={"max_samples"} if self.max_samples is None else set())
 
 
 class OODTaskSpec(_Strict):

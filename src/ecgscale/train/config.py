@@ -50,6 +50,9 @@ class TrainConfig(BaseModel):
             the validation loss, checked after every epoch).
         patience: epochs without a new best validation loss before stopping (None: never).
         samples: budget as training records seen (rounded up to whole global batches).
+        max_samples: with an epochs budget, a cap on training records seen (rounded up to whole
+            global batches): small subsets train for all `epochs` (or until early stopping),
+            large ones stop at the cap (None: no cap).
         grad_clip: clip the global gradient L2 norm to this (None: no clipping).
         seed: seed of initialisation, record order, dropout and the objective's draws.
         device: "cpu", "cuda" or "cuda:N" (under torchrun each rank takes cuda:LOCAL_RANK).
@@ -84,6 +87,7 @@ class TrainConfig(BaseModel):
     epochs: int | None = Field(None, ge=1)
     patience: int | None = Field(None, ge=1)
     samples: int | None = Field(None, ge=1)
+    max_samples: int | None = Field(None, ge=1)
     grad_clip: float | None = Field(1.0, gt=0.0)
     seed: int = 0
     device: str = "cpu"
@@ -97,8 +101,10 @@ class TrainConfig(BaseModel):
     def _resolve(self) -> TrainConfig:
         if (self.epochs is None) == (self.samples is None):
             raise ConfigError("training budget: give exactly one of epochs and samples")
-        if self.patience is not None and self.epochs is None:
-            raise ConfigError("patience (early stopping) needs an epochs budget, not samples")
+        if self.epochs is None and (self.patience is not None or self.max_samples is not None):
+            raise ConfigError(
+                "patience (early stopping) and max_samples need an epochs budget, not samples"
+            )
         try:
             device = torch.device(self.device)
         except RuntimeError as exc:

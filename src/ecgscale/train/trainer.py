@@ -228,6 +228,9 @@ class _Run:
             )
         if config.epochs is not None:
             self.total_steps = config.epochs * self.steps_per_epoch
+            if config.max_samples is not None:
+                cap = -(-config.max_samples // config.batch_size)
+                self.total_steps = min(self.total_steps, cap)
         else:
             self.total_steps = -(-int(config.samples or 0) // config.batch_size)
 
