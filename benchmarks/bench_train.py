@@ -1,10 +1,13 @@
 """Trainer throughput (records/s) and model FLOP utilisation, small and medium models.
 
     .venv/bin/python benchmarks/bench_train.py [--threads 1,2] [--steps 4] [--batch-size 32]
+        [--models resnet-medium,tiny-resnet-20K,...]
 
 For a small (~0.4 M) and a medium (~5 M parameter) Ribeiro ResNet (400 Hz x 4096 samples, its
 native input) and beat-token Transformer (100 Hz x 1000 samples), each trained with the supervised
-objective on a synthetic store through `ecgscale.train.pretrain`:
+objective on a synthetic store through `ecgscale.train.pretrain`; and for the tiny models of the
+demo study (ladder points of ~20K and ~200K parameters of both families, at the demo's 100 Hz x
+1000 samples, batch `--tiny-batch-size` 64, one thread as each of the demo's parallel runs):
 
 * records/s: median of the per-step throughput of the metrics log after `--warmup` steps;
 * achieved FLOP/s: records/s x training FLOPs per record (`ecgscale.models.flops` convention:
@@ -37,6 +40,7 @@ import torch
 from ecgscale.data.prepare import synthesize
 from ecgscale.data.synth import SynthConfig
 from ecgscale.models.flops import meta_param_count, solve_width
+from ecgscale.models.registry import ladder
 from ecgscale.models.resnet import resnet
 from ecgscale.train import TrainConfig, pretrain
 from ecgscale.train.distributed import DistContext
@@ -49,6 +53,15 @@ MODELS = {
     "transformer-small": ("beat_transformer", {"width": 128, "depth": 2, "heads": 2}, 100.0, 1000),
     "transformer-medium": ("beat_transformer", {"width": 256, "depth": 6, "heads": 4}, 100.0, 1000),
 }
+# name -> (model, ladder index): the demo's tiny models, at 100 Hz x 1000 and one thread
+TINY = {
+    "tiny-resnet-20K": ("resnet", 0),
+    "tiny-resnet-200K": ("resnet", 2),
+    "tiny-transformer-20K": ("beat_transformer", 0),
+    "tiny-transformer-200K": ("beat_transformer", 2),
+}
+for _name, (_model, _index) in TINY.items():
+    MODELS[_name] = (_model, ladder(_model)[_index].config, 100.0, 1000)
 
 CATEGORIES = (
     ("conv forward", ("mkldnn_convolution", "conv1d", "_convolution")),
@@ -95,13 +108,13 @@ def config(name: str, store: Path, out: Path, samples: int, batch: int) -> Train
     )
 
 
-def measure(name: str, store: Path, out: Path, args: argparse.Namespace, threads: int) -> dict:
+def measure(
+    name: str, store: Path, out: Path, args: argparse.Namespace, threads: int, batch: int
+) -> dict:
     steps = args.warmup + args.steps
     peak_before = matmul_flops_per_s()
     result = pretrain(
-        config(name, store, out, steps * args.batch_size, args.batch_size),
-        overwrite=True,
-        progress=False,
+        config(name, store, out, steps * batch, batch), overwrite=True, progress=False
     )
     peak_after = matmul_flops_per_s()
     lines = [json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines()]
@@ -112,6 +125,7 @@ def measure(name: str, store: Path, out: Path, args: argparse.Namespace, threads
     return {
         "name": name,
         "threads": threads,
+        "batch": batch,
         "params": result.params,
         "gflop_record": result.flops_per_record / 1e9,
         "records_s": per_s,
@@ -151,35 +165,49 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="measured steps per model")
     parser.add_argument("--warmup", type=int, default=1, help="steps left out of the median")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--tiny-batch-size", type=int, default=64)
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset")
     args = parser.parse_args()
     thread_counts = [int(t) for t in args.threads.split(",")]
+    names = [n for n in MODELS if n in args.models.split(",")]
+    medium = [n for n in names if not n.startswith("tiny-")]
     load_before = os.getloadavg()
     rows, profiles = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         stores = {
             fs: synthesize(320, tmp / f"synth{fs:g}", SynthConfig(fs=fs, length=length)).path
-            for fs, length in {(m[2], m[3]) for m in MODELS.values()}
+            for fs, length in {(MODELS[n][2], MODELS[n][3]) for n in names}
         }
         for threads in thread_counts:
             torch.set_num_threads(threads)
-            rows += [measure(n, stores[MODELS[n][2]], tmp, args, threads) for n in MODELS]
-            for name in (n for n in MODELS if "medium" in n):
+            rows += [
+                measure(n, stores[MODELS[n][2]], tmp, args, threads, args.batch_size)
+                for n in medium
+            ]
+            for name in (n for n in medium if "medium" in n):
                 profiles[name, threads] = profile(name, stores[MODELS[name][2]], tmp, args)
+        torch.set_num_threads(1)
+        rows += [
+            measure(n, stores[MODELS[n][2]], tmp, args, 1, args.tiny_batch_size)
+            for n in names
+            if n.startswith("tiny-")
+        ]
     load_after = os.getloadavg()
     print(
-        f"torch {torch.__version__}, {os.cpu_count()} CPUs; batch {args.batch_size}, median of "
-        f"{args.steps} steps after {args.warmup}; load average (1 min) {load_before[0]:.1f} "
-        f"before, {load_after[0]:.1f} after"
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs; median of {args.steps} steps after "
+        f"{args.warmup}; load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} "
+        "after"
     )
     print(
-        f"{'model':<20}{'threads':>8}{'N':>11}{'GFLOP/rec':>11}{'records/s':>11}{'GFLOP/s':>9}"
-        f"{'peak GFLOP/s':>14}{'MFU':>7}"
+        f"{'model':<23}{'threads':>8}{'batch':>6}{'N':>11}{'GFLOP/rec':>11}{'records/s':>11}"
+        f"{'GFLOP/s':>9}{'peak GFLOP/s':>14}{'MFU':>7}"
     )
     for r in sorted(rows, key=lambda r: (list(MODELS).index(r["name"]), r["threads"])):
         print(
-            f"{r['name']:<20}{r['threads']:>8}{r['params']:>11,}{r['gflop_record']:>11.3f}"
-            f"{r['records_s']:>11.1f}{r['achieved']:>9.1f}{r['peak']:>14.1f}{r['mfu']:>7.0%}"
+            f"{r['name']:<23}{r['threads']:>8}{r['batch']:>6}{r['params']:>11,}"
+            f"{r['gflop_record']:>11.4f}{r['records_s']:>11.1f}{r['achieved']:>9.2f}"
+            f"{r['peak']:>14.1f}{r['mfu']:>7.1%}"
         )
     print("goal: MFU >= 50 % for resnet-medium")
     for (name, threads), shares in profiles.items():
