@@ -1,16 +1,36 @@
-"""`ecgscale fit` end to end on a synthetic results table: tables, JSON, one-line errors."""
+"""`ecgscale fit` end to end on a synthetic results table and on a tiny study's results.sqlite:
+tables, JSON, one-line errors."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from ecgscale.cli import fit as fit_cli
 from ecgscale.cli.main import main
+from ecgscale.study.results import Results
+from ecgscale.study.runner import run_study
+from ecgscale.study.spec import load_spec
+
+# Six one-step runs (three ResNet sizes x two seeds) on 200 synthetic records: about 5 s.
+TINY_STUDY = {
+    "name": "tiny",
+    "out": "tiny",
+    "stores": {"source": {"synth": {"records": 200, "fs": 100, "length": 1000}}},
+    "pretrain_store": "source",
+    "label_set": "code",
+    "families": [
+        {"name": "ResNet-SL", "model": "resnet", "objective": "sl", "sizes": [0, 1, 2]},
+    ],
+    "seeds": [0, 1],
+    "budget": {"samples": 64},
+}
 
 
 def _results(path: Path, *, tiny_group: bool = False) -> Path:
@@ -128,6 +148,46 @@ def test_fit_errors_are_one_line(tmp_path: Path, capsys) -> None:
         err = capsys.readouterr().err.strip()
         assert message in err.replace("\n", "")
         assert err.startswith("error:")
+
+
+def test_fit_reads_a_studys_results_database(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(fit_cli.console, "width", 250)
+    spec_path = tmp_path / "tiny.yaml"
+    spec_path.write_text(yaml.safe_dump(TINY_STUDY))
+    database = run_study(load_spec(spec_path), progress=False).path
+    out = tmp_path / "fits.json"
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", str(database), "--target", "id_loss", "--by", "family", "--n-boot", "50",
+              "--out", str(out)])  # fmt: skip
+    assert exc.value.code == 0
+    printed = capsys.readouterr().out
+    assert "Scaling fits of id_loss" in printed and "L(N)" in printed
+    groups = json.loads(out.read_text())["groups"]
+    assert [(g["label"], g["n_runs"]) for g in groups] == [("ResNet-SL", 6)]
+
+
+def test_fit_rejects_a_database_that_is_not_a_studys(tmp_path: Path, capsys) -> None:
+    other = tmp_path / "other.sqlite"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE x (a)")
+    garbage = tmp_path / "results.db"
+    garbage.write_text("not a database")
+    empty = Results(tmp_path / "empty" / "results.sqlite").path  # the schema, no runs
+    cases = [
+        (tmp_path / "absent.sqlite", "study results database", "no such file"),
+        (other, str(other), "no runs and metrics tables; expected the results.sqlite of"),
+        (garbage, str(garbage), "not an SQLite database"),
+        (empty, str(empty), "no finished runs yet"),
+    ]
+    for path, where, message in cases:
+        with pytest.raises(SystemExit) as exc:
+            main(["fit", str(path)])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("error:")
+        assert where in err and message in err
+    with sqlite3.connect(other) as db:  # read only: another database is left as it was
+        assert db.execute("SELECT name FROM sqlite_master").fetchall() == [("x",)]
 
 
 def test_fit_help(capsys) -> None:

@@ -68,5 +68,7 @@ def test_missing_file_and_unknown_format(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no such file"):
         load_results(tmp_path / "absent.csv")
     (tmp_path / "r.txt").write_text("x")
-    with pytest.raises(DataError, match=r"expected a \.csv or \.parquet file"):
+    with pytest.raises(
+        DataError, match=r"expected a \.csv, \.parquet or \.sqlite \(study results\) file"
+    ):
         load_results(tmp_path / "r.txt")

@@ -104,7 +104,11 @@ def register(app: typer.Typer) -> None:
     @app.command("fit")
     def fit(
         results: Annotated[
-            Path, typer.Argument(help="Results table (.csv or .parquet), one row per run x task.")
+            Path,
+            typer.Argument(
+                help="Results table (.csv or .parquet, one row per run x task) or a study's "
+                "results.sqlite."
+            ),
         ],
         target: Annotated[str, typer.Option(help="Loss column to fit.")] = "ood_loss",
         by: Annotated[

@@ -25,36 +25,34 @@ def register(app: typer.Typer) -> None:
 
 
 @study_app.command("plan")
-def plan_cmd(spec_path: SpecArg) -> None:
-    """Print every run with its estimated N, D and compute before anything starts."""
-    from ecgscale.study.planner import estimate, plan
+def plan_cmd(
+    spec_path: SpecArg,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            help="Time a few training steps of each family's smallest and largest model here "
+            "and estimate the study's wall time (a few seconds)."
+        ),
+    ] = True,
+) -> None:
+    """Print every run with its estimated N, D and compute, the total compute and the estimated
+    wall time before anything starts."""
+    from ecgscale.study import calibrate as cal
+    from ecgscale.study.planner import estimate, plan, store_info
     from ecgscale.study.spec import load_spec
 
     spec = load_spec(spec_path)
     runs = plan(spec)
-    store = spec.stores[spec.pretrain_store]
-    if store.synth is not None:
-        train = round(0.8 * store.synth.records)
-    else:
-        from ecgscale.data.store import Store
-
-        train = len(Store(store.path).split_indices("train"))
-    rows = estimate(spec, runs, train)
+    info = store_info(spec)
+    rows = estimate(runs, info)
+    calibration = cal.calibrate(spec, runs, rows, info) if calibrate else None
+    seconds = cal.run_seconds(rows, calibration) if calibration else None
     table = Table(title=f"study {spec.name}: {len(runs)} runs")
-    for col in (
-        "run",
-        "family",
-        "size",
-        "fraction",
-        "top-k",
-        "seed",
-        "N",
-        "D",
-        "FLOPs/rec",
-        "train FLOPs",
-    ):
+    columns = ["run", "family", "size", "fraction", "top-k", "seed", "N", "D", "FLOPs/rec"]
+    columns += ["train FLOPs", *(["train time"] if seconds else [])]
+    for col in columns:
         table.add_column(col, justify="right" if col not in ("run", "family", "size") else "left")
-    for r in rows:
+    for k, r in enumerate(rows):
         table.add_row(
             r["run_id"],
             r["family"],
@@ -66,10 +64,38 @@ def plan_cmd(spec_path: SpecArg) -> None:
             str(r["n_samples"]),
             format_count(r["flops_per_record"]),
             format_count(r["train_flops"]),
+            *([cal.format_seconds(seconds[k])] if seconds else []),
         )
     console.print(table)
     total = sum(r["train_flops"] for r in rows)
-    console.print(f"total estimated training compute: {format_count(total)}FLOP")
+    console.print(
+        f"total estimated training compute: {format_count(total)}FLOP "
+        f"(inputs {info.leads} x {info.length} at {info.fs:g} Hz)",
+        highlight=False,
+    )
+    if calibration is None or seconds is None:
+        return
+    workers = cal.parallel_runs(spec.executor)
+    wall = cal.wall_seconds(seconds, workers)
+    console.print(
+        f"estimated wall time: {cal.format_seconds(wall)} of training on {workers} "
+        f"{spec.executor.kind} worker(s) x {calibration.threads} thread(s) "
+        "(validation and evaluation not included)",
+        highlight=False,
+    )
+    steps = sorted({t.steps for t in calibration.timings})
+    batches = sorted({t.batch_size for t in calibration.timings})
+    console.print(
+        f"(measured here in {calibration.seconds:.1f} s: {_span(steps)} training step(s) of "
+        f"{_span(batches)} random records after a warm-up step, on {calibration.device}, for "
+        f"each family's smallest and largest model; other sizes interpolated in log FLOPs)",
+        highlight=False,
+    )
+
+
+def _span(values: list[int]) -> str:
+    """[3] -> '3', [1, 2, 3] -> '1-3'."""
+    return str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}"
 
 
 def _run(spec_path: Path) -> None:

@@ -1,6 +1,8 @@
 """The results table: the contract between the study runner (which exports it) and the fits.
 
-One row per run x evaluation task, as CSV or Parquet. Required columns (`COLUMNS`):
+One row per run x evaluation task, as CSV or Parquet, or read from a study's `results.sqlite`
+(`load_results` exports it with `ecgscale.study.results.Results.table`). Required columns
+(`COLUMNS`):
 
 | column           | type  | meaning                                                          |
 | ---------------- | ----- | ---------------------------------------------------------------- |
@@ -28,6 +30,8 @@ exports this schema (plus extra columns such as size, data_fraction, seed).
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,22 +71,58 @@ OPTIONAL_COLUMNS: tuple[Column, ...] = (
 RUN_LEVEL = ("family", "objective", "n_params", "n_samples", "flops_per_record", "train_flops")
 
 
+SQLITE_SUFFIXES = (".sqlite", ".db")
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
 def load_results(path: str | Path) -> pd.DataFrame:
-    """Read and validate a results table (.csv, .parquet or .pq); errors are one-line DataErrors."""
+    """Read and validate a results table (.csv, .parquet or .pq) or a study's results database
+    (.sqlite, .db or any SQLite file); errors are one-line DataErrors."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"results table {path}: no such file")
     suffix = path.suffix.lower()
+    if not path.is_file():
+        what = "study results database" if suffix in SQLITE_SUFFIXES else "results table"
+        raise DataError(f"{what} {path}: no such file")
+    with open(path, "rb") as fh:
+        sqlite = fh.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+    if sqlite or suffix in SQLITE_SUFFIXES:
+        return validate_results(_study_table(path), source=str(path))
     try:
         if suffix == ".csv":
             df = pd.read_csv(path)
         elif suffix in (".parquet", ".pq"):
             df = pd.read_parquet(path)
         else:
-            raise DataError(f"results table {path}: expected a .csv or .parquet file")
+            raise DataError(
+                f"results table {path}: expected a .csv, .parquet or .sqlite (study results) file"
+            )
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise DataError(f"results table {path}: cannot be read ({exc})") from exc
     return validate_results(df, source=str(path))
+
+
+def _study_table(path: Path) -> pd.DataFrame:
+    """The finished runs of a study's results database (`Results.table`), checked read-only
+    first so that another SQLite file is neither modified nor mistaken for one."""
+    from ecgscale.study.results import Results
+
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            rows = db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise DataError(f"study results database {path}: not an SQLite database ({exc})") from None
+    if not {"runs", "metrics"} <= {name for (name,) in rows}:
+        raise DataError(
+            f"study results database {path}: no runs and metrics tables; expected the "
+            "results.sqlite of `ecgscale study run`"
+        )
+    try:
+        table = Results(path).table()
+    except (sqlite3.DatabaseError, KeyError) as exc:
+        raise DataError(f"study results database {path}: cannot be read ({exc})") from None
+    if table.empty:
+        raise DataError(f"study results database {path}: no finished runs yet")
+    return table
 
 
 def validate_results(df: pd.DataFrame, source: str = "results table") -> pd.DataFrame:

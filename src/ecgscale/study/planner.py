@@ -108,25 +108,71 @@ def run_record(run: Run) -> dict[str, Any]:
     return asdict(run)
 
 
-def estimate(spec: StudySpec, runs: list[Run], train_records: int) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class StoreInfo:
+    """What planning needs of the pre-training store.
+
+    Attributes:
+        fs: sampling rate in Hz.
+        length: samples per record.
+        leads: leads per record.
+        train_records: records of the training split (synthetic stores: 80 %, folds 1-8 of 10).
+        classes: class names of the study's label set (empty when the store lacks it).
+    """
+
+    fs: float
+    length: int
+    leads: int
+    train_records: int
+    classes: tuple[str, ...]
+
+
+def store_info(spec: StudySpec) -> StoreInfo:
+    """The pre-training store's input shape and size: from its manifest and split when it is
+    prepared (`path`), from its configuration when the study generates it (`synth`)."""
+    store = spec.stores[spec.pretrain_store]
+    if store.synth is not None:
+        from ecgscale.data.synth import CODE_LABELS, EXTRA_LABELS
+
+        classes = {"code": CODE_LABELS, "extra": EXTRA_LABELS}.get(spec.label_set, ())
+        synth = store.synth
+        return StoreInfo(synth.fs, synth.length, 12, round(0.8 * synth.records), classes)
+    from ecgscale.data.store import Store
+
+    opened = Store(store.path)
+    return StoreInfo(
+        fs=opened.fs,
+        length=opened.length,
+        leads=int(opened.signals.shape[1]),
+        train_records=len(opened.split_indices("train")),
+        classes=tuple(opened.label_sets.get(spec.label_set, ())),
+    )
+
+
+def estimate(runs: list[Run], info: StoreInfo) -> list[dict[str, Any]]:
     """Estimated N, D, FLOPs per record and training FLOPs of every run before anything starts.
 
-    D is `data_fraction * train_records` (the realised patient-level subset differs slightly);
-    training FLOPs are per-record training FLOPs times the budget's records seen.
+    FLOPs are counted at the store's input (`info.fs`, `info.length`, `info.leads`). D is
+    `data_fraction * info.train_records` (the realised patient-level subset differs slightly);
+    `samples_seen` is the budget's records seen and training FLOPs are per-record training FLOPs
+    times `samples_seen`.
     """
     from ecgscale.models.flops import model_size
 
-    store = spec.stores[spec.pretrain_store]
-    fs = store.synth.fs if store.synth else None
-    length = store.synth.length if store.synth else None
     sizes: dict[str, Any] = {}
     rows = []
     for run in runs:
         key = json.dumps([run.model, run.config["model_config"]], sort_keys=True)
         if key not in sizes:
-            sizes[key] = model_size(run.model, run.config["model_config"], fs=fs, length=length)
+            sizes[key] = model_size(
+                run.model,
+                run.config["model_config"],
+                fs=info.fs,
+                length=info.length,
+                leads=info.leads,
+            )
         size = sizes[key]
-        d = max(1, round(run.config["data_fraction"] * train_records))
+        d = max(1, round(run.config["data_fraction"] * info.train_records))
         budget = run.config["budget"]
         seen = budget["samples"] if budget["samples"] else budget["epochs"] * d
         if budget.get("max_samples"):
@@ -141,6 +187,7 @@ def estimate(spec: StudySpec, runs: list[Run], train_records: int) -> list[dict[
                 "seed": run.config["seed"],
                 "n_params": size.params,
                 "n_samples": d,
+                "samples_seen": seen,
                 "flops_per_record": size.train_flops,
                 "train_flops": size.train_flops * seen,
             }
