@@ -13,6 +13,10 @@ Per group (the distinct values of the `by` columns):
    on the same resamples (see `transfer`).
 
 Across groups: exponent ratios between every pair of groups fitted with the same law.
+
+A `FitCache` shared by several `fit_results` calls makes each distinct fit once: the ID and OOD
+scaling fits that the transfer fits need are the groups' own fits of the same runs (same points,
+same order, same seeded resamples), so they are reused rather than refitted.
 """
 
 from __future__ import annotations
@@ -42,6 +46,40 @@ from ecgscale.scaling.transfer import TransferFit, fit_transfer
 
 MEAN_TASK = "mean over tasks"
 _FLOPS_TOLERANCE = 0.25  # a measured compute model further than this from a power law gets a note
+
+
+class FitCache:
+    """Scaling fits by what determines them: target, x, the runs and their losses, the options.
+
+    A fit made with the leave-largest-out check also answers a request without it (the check
+    only adds diagnostics)."""
+
+    def __init__(self) -> None:
+        self._fits: dict[tuple[Any, ...], JointFit | AxisFit] = {}
+
+    @staticmethod
+    def _key(runs: pd.DataFrame, target: str, x: str | None, options: dict[str, Any]):
+        opts = {k: repr(v) for k, v in sorted(options.items()) if k != "extrapolate"}
+        return (
+            target,
+            x,
+            tuple(runs["run_id"]),
+            runs[target].to_numpy(np.float64).tobytes(),
+            tuple(opts.items()),
+        )
+
+    def fit(
+        self, runs: pd.DataFrame, target: str, x: str | None, **options: Any
+    ) -> JointFit | AxisFit:
+        """`_fit_law(runs, target, x, **options)`, made once per distinct request."""
+        key = self._key(runs, target, x, options)
+        extrapolate = options.get("extrapolate", True)
+        for variant in (True,) if extrapolate else (False, True):
+            if (*key, variant) in self._fits:
+                return self._fits[(*key, variant)]
+        fit = _fit_law(runs, target, x, **options)
+        self._fits[(*key, extrapolate)] = fit
+        return fit
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,7 +164,7 @@ def _fit_law(runs: pd.DataFrame, target: str, x: str | None, **options: Any) -> 
 
 
 def _transfers(
-    rows: pd.DataFrame, x: str | None, options: dict[str, Any]
+    rows: pd.DataFrame, x: str | None, options: dict[str, Any], cache: FitCache
 ) -> tuple[list[TaskTransfer], list[str]]:
     """Per-task and task-mean transfer fits of the group's rows; skipped ones become notes."""
     paired = rows[rows["ood_loss"].notna()]
@@ -136,8 +174,8 @@ def _transfers(
     def one(name: str, runs: pd.DataFrame) -> None:
         quiet = {**options, "extrapolate": False}
         try:
-            fit_id = _fit_law(runs, "id_loss", x, **quiet)
-            fit_ood = _fit_law(runs, "ood_loss", x, **quiet)
+            fit_id = cache.fit(runs, "id_loss", x, **quiet)
+            fit_ood = cache.fit(runs, "ood_loss", x, **quiet)
             fit = fit_transfer(
                 runs["id_loss"].to_numpy(),
                 runs["ood_loss"].to_numpy(),
@@ -174,16 +212,19 @@ def analyze_group(
     target: str,
     x: str | None = None,
     transfer: bool = True,
+    cache: FitCache | None = None,
     **options: Any,
 ) -> GroupAnalysis:
-    """Fit one group's rows (see the module docstring); options go to every fit (`FitOptions`)."""
+    """Fit one group's rows (see the module docstring); options go to every fit (`FitOptions`).
+    `cache`: reuse fits of earlier calls (`FitCache`)."""
     label = _label(key)
     rows = rows[rows[target].notna()]
     if rows.empty:
         raise UserError(f"group {label}: no rows with a value of {target}")
     runs = _per_run(rows, target, x)
+    cache = cache if cache is not None else FitCache()
     try:
-        fit = _fit_law(runs, target, x, **options)
+        fit = cache.fit(runs, target, x, **options)
     except UserError as exc:
         raise UserError(f"group {label} ({len(runs)} runs): {exc}") from exc
     notes: list[str] = []
@@ -200,7 +241,7 @@ def analyze_group(
         compute = compute_optimal(fit, [top, 10 * top, 100 * top], flops=flops)
     transfers: list[TaskTransfer] = []
     if transfer and "ood_loss" in rows.columns and rows["ood_loss"].notna().any():
-        transfers, skipped = _transfers(rows, x, options)
+        transfers, skipped = _transfers(rows, x, options, cache)
         notes += skipped
     return GroupAnalysis(
         key=key,
@@ -222,12 +263,15 @@ def fit_results(
     x: str | None = None,
     transfer: bool = True,
     progress: Callable[[str], None] | None = None,
+    cache: FitCache | None = None,
     **options: Any,
 ) -> list[GroupAnalysis]:
     """Analyse every group of a validated results table (`table.load_results`).
 
     progress: called with each group's label before it is fitted (for a progress display).
+    cache: share fits with other calls (`FitCache`); by default one cache for this call.
     """
+    cache = cache if cache is not None else FitCache()
     _require_columns(table, [target], "--target")
     _require_columns(table, list(by), "--by")
     if x is not None:
@@ -241,7 +285,9 @@ def fit_results(
         key = tuple(zip(by, map(str, values), strict=True))
         if progress is not None:
             progress(_label(key))
-        out.append(analyze_group(key, rows, target=target, x=x, transfer=transfer, **options))
+        out.append(
+            analyze_group(key, rows, target=target, x=x, transfer=transfer, cache=cache, **options)
+        )
     return out
 
 
