@@ -140,3 +140,17 @@ def test_key_depends_on_store_and_rate_is_checked(
     slow = synthesize(20, tmp_path / "synth50", SynthConfig(fs=50, length=500, seed=1))
     with pytest.raises(ConfigError, match="trained at 100 Hz; prepare the store with --fs 100"):
         E.embed(run, slow)
+
+
+def test_beat_token_encoders_embed_from_the_store_tokens(tmp_path) -> None:
+    from ecgscale.models.registry import create_model
+
+    store = synthesize(40, tmp_path / "store", SynthConfig(fs=100.0, length=1000, seed=4))
+    torch.manual_seed(0)
+    encoder = create_model("beat_transformer", width=16, depth=1, heads=2).eval()
+    rows = np.arange(0, 40, 3)
+    features = E.encode(encoder, store, rows, batch_size=8)
+    assert (store.path / "cache" / "beat_tokens").is_dir()
+    with torch.no_grad():
+        direct = encoder.forward_features(torch.from_numpy(store.batch(rows)))
+    np.testing.assert_allclose(features, direct.numpy(), rtol=0, atol=1e-5)

@@ -250,3 +250,22 @@ def test_cache_matches_direct_tokenization_and_is_reused(batch, tmp_path, monkey
     assert len(list(tmp_path.iterdir())) == 1  # the failed runs left no partial entry
     sub = again[np.array([2, 0])]
     np.testing.assert_array_equal(sub.words, direct.words[[2, 0]])
+
+
+def test_store_tokens_equal_batch_tokenization_and_are_made_once(tmp_path, monkeypatch) -> None:
+    from ecgscale.data.prepare import synthesize
+    from ecgscale.data.synth import SynthConfig
+
+    store = synthesize(40, tmp_path / "store", SynthConfig(fs=100.0, length=1000, seed=2))
+    cfg = TokenizerConfig()
+    cached = beats.store_tokens(store, cfg)
+    rows = np.array([7, 1, 4])
+    direct = tokenize_beats(store.batch(rows), cfg)
+    for name in ("words", "lead", "time", "valid", "beats", "fallback", "truncated"):
+        np.testing.assert_array_equal(getattr(cached[rows], name), getattr(direct, name))
+    assert (store.path / "cache" / "beat_tokens").is_dir()
+    monkeypatch.setattr(beats, "tokenize_beats", lambda *a, **k: pytest.fail("tokenized again"))
+    np.testing.assert_array_equal(beats.store_tokens(store, cfg).words, cached.words)
+    model = type("Model", (), {"tokenizer": cfg})()
+    assert beats.encoder_tokens(model, store) is not None
+    assert beats.encoder_tokens(object(), store) is None  # a waveform encoder

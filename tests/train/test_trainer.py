@@ -149,3 +149,22 @@ def test_max_samples_caps_an_epochs_budget(config) -> None:
     assert capped.steps == 7 and capped.samples_seen == 112  # 100 rounded up to whole batches
     with pytest.raises(ConfigError, match="need an epochs budget"):
         config(samples=100, max_samples=50)
+
+
+@pytest.mark.parametrize("objective", ["sl", "masked"])
+def test_cached_beat_tokens_give_the_trajectory_of_per_batch_tokenization(
+    config, tmp_path, monkeypatch, objective
+) -> None:
+    import ecgscale.train.trainer as trainer
+
+    fields = {
+        "model": "beat_transformer",
+        "model_config": {"width": 16, "depth": 1, "heads": 2},
+        "objective": objective,
+        "samples": 48,
+    }
+    cached = pretrain(config(out=tmp_path / "cached", **fields), progress=False)
+    monkeypatch.setattr(trainer, "encoder_tokens", lambda encoder, store: None)
+    direct = pretrain(config(out=tmp_path / "direct", **fields), progress=False)
+    assert _losses(tmp_path / "cached") == _losses(tmp_path / "direct")
+    assert cached.best_val_loss == direct.best_val_loss

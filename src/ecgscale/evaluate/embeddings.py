@@ -24,6 +24,7 @@ from ecgscale.data.loader import BatchLoader
 from ecgscale.data.store import Store
 from ecgscale.errors import ConfigError, DataError
 from ecgscale.fileio import file_hash
+from ecgscale.models.beats import encoder_tokens
 from ecgscale.train.checkpoint import load_tensors
 
 
@@ -103,16 +104,19 @@ def encode(
 ) -> np.ndarray:
     """`encoder.forward_features` over `store` rows in order, in eval mode.
 
-    Batches are read by a background thread while the previous one is encoded. Returns float32
+    Batches are read by a background thread while the previous one is encoded; a beat-token
+    encoder reads the store's cached tokens (`ecgscale.models.beats.store_tokens`). Returns float32
     `(len(rows), embed_dim)`, written into `out` when given (e.g. a memory-mapped file).
     """
     encoder.eval()
     if out is None:
         out = np.empty((len(rows), encoder.embed_dim), dtype=np.float32)
+    tokens = encoder_tokens(encoder, store)
     loader = BatchLoader(store, np.asarray(rows), batch_size, shuffle=False, prefetch=2)
     start = 0
     for batch in loader:
-        z = encoder.forward_features(batch.x.to(device, non_blocking=True))
+        x = batch.x.to(device, non_blocking=True) if tokens is None else tokens[batch.index]
+        z = encoder.forward_features(x)
         out[start : start + len(z)] = z.float().cpu().numpy()
         start += len(z)
     return out

@@ -174,13 +174,15 @@ class BeatTransformer(Encoder):
         x = self.norm(x)
         return TokenOutputs(tokens=x[:, 1:], cls=x[:, 0], valid=tokens.valid)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """`(batch, leads, samples)` mV at `tokenizer.fs` -> CLS output `(batch, width)`.
+    def forward_features(self, x: torch.Tensor | BeatTokens) -> torch.Tensor:
+        """`(batch, leads, samples)` mV at `tokenizer.fs`, or their `BeatTokens` -> CLS output
+        `(batch, width)`.
 
-        Tokenizes on the CPU on every call; training on a store uses `tokenize_cached` once and
-        `forward_tokens` instead.
+        A waveform is tokenized on the CPU on every call; training and embedding passes over a
+        store pass the store's cached tokens (`ecgscale.models.beats.store_tokens`) instead.
         """
-        return self.forward_tokens(self.tokenize(x).to_torch(self.pos_embed.device)).cls
+        tokens = x if isinstance(x, BeatTokens) else self.tokenize(x)
+        return self.forward_tokens(tokens.to_torch(self.pos_embed.device)).cls
 
     def example_input(self, leads: int, length: int, device: torch.device | str) -> torch.Tensor:
         """A representative record for counting FLOPs: 72 beats/min (a QRS-like 1 mV Gaussian of

@@ -39,6 +39,9 @@ always come first.
 
 `tokenize_cached` tokenizes a whole array of records once, in chunks, into `.npy` files in a cache
 directory keyed by a hash of the input and of the settings; later calls memory-map them.
+`store_tokens` does so for a whole store (keyed by its checksum, cached in the store's `cache/`
+folder), so that training, validation and embedding passes of every run on a store share one
+tokenization; tokens do not depend on which other records share a batch.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.fft
@@ -61,6 +65,9 @@ import torch
 from scipy.ndimage import maximum_filter1d, median_filter, uniform_filter1d
 
 from ecgscale.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from ecgscale.data.store import Store
 
 # Bump when the detector or the tokenizer changes what they output: it is part of the cache key.
 TOKENIZER_VERSION = 1
@@ -605,19 +612,22 @@ def tokenize_cached(
     scale: float = 1.0,
     chunk_size: int = 1024,
     progress: bool = False,
+    key: str | None = None,
 ) -> BeatTokens:
     """Tokens of every record of `x` `(records, leads, samples)`, computed once and memory-mapped.
 
     `x` may be a memory map in a compact dtype: each chunk of `chunk_size` records is multiplied by
-    `scale` (to mV) and tokenized. The entry is `cache_dir/<token_cache_key>/` holding one `.npy`
-    per `BeatTokens` field and `meta.json` (settings, counts of fallback and truncated records); it
-    is written to a temporary folder and renamed when complete, so an interrupted run leaves none.
+    `scale` (to mV) and tokenized. The entry is `cache_dir/<key>/` holding one `.npy` per
+    `BeatTokens` field and `meta.json` (settings, counts of fallback and truncated records); it is
+    written to a temporary folder and renamed when complete, so an interrupted run leaves none.
+    `key` defaults to `token_cache_key(x, config, scale)`; a caller that knows a content id of
+    `x` (a store checksum) passes a key derived from it and the settings instead of hashing `x`.
     """
     cfg = config or TokenizerConfig()
     if x.ndim != 3:
         raise ConfigError(f"tokenize_cached: expected (records, leads, samples), got {x.shape}")
     cache_dir = Path(cache_dir)
-    folder = cache_dir / token_cache_key(x, cfg, scale)
+    folder = cache_dir / (key or token_cache_key(x, cfg, scale))
     if (folder / "meta.json").is_file():
         return _load_tokens(folder)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -668,3 +678,32 @@ def tokenize_cached(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return _load_tokens(folder)
+
+
+def _store_cache_dir(store: Store) -> Path:
+    """`<store>/cache/beat_tokens`, or the user's cache folder when the store is read-only."""
+    if os.access(store.path, os.W_OK):
+        return store.path / "cache" / "beat_tokens"
+    user = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return user / "ecgscale" / "beat_tokens"
+
+
+def store_tokens(store: Store, config: TokenizerConfig) -> BeatTokens:
+    """Beat tokens of every record of `store` under `config` (memory-mapped), tokenized on first
+    use and cached by the store's checksum and the settings (`tokenize_cached`)."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps([store.checksum, store.scale, config.key()]).encode())
+    return tokenize_cached(
+        store.signals,
+        config,
+        cache_dir=_store_cache_dir(store),
+        scale=store.scale,
+        key=digest.hexdigest(),
+    )
+
+
+def encoder_tokens(encoder: Any, store: Store) -> BeatTokens | None:
+    """`store_tokens` of `store` for an encoder that reads beat tokens (one whose `tokenizer` is
+    a `TokenizerConfig`); None for any other encoder."""
+    config = getattr(encoder, "tokenizer", None)
+    return store_tokens(store, config) if isinstance(config, TokenizerConfig) else None

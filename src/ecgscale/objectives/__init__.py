@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pydantic
@@ -33,6 +33,9 @@ from torch import nn
 from ecgscale.errors import ConfigError
 from ecgscale.models.base import Encoder
 from ecgscale.models.flops import train_flops
+
+if TYPE_CHECKING:
+    from ecgscale.models.beats import BeatTokens
 
 # Modules that register objectives; imported lazily on first registry access.
 _OBJECTIVE_MODULES: tuple[str, ...] = (
@@ -57,6 +60,8 @@ class ObjectiveBatch:
         sharded: True when this is one rank's shard of a global batch under DDP; objectives whose
             loss couples records (contrastive negatives, token-count normalisation) then gather or
             reduce across ranks so that the loss equals the single-process one.
+        tokens: the records' beat tokens, precomputed for a beat-token encoder (the trainer
+            passes them to objectives with `whole_records`), else None.
     """
 
     x: torch.Tensor
@@ -64,9 +69,15 @@ class ObjectiveBatch:
     index: np.ndarray
     seed: tuple[int, ...] = (0, TRAIN_PHASE, 0)
     sharded: bool = False
+    tokens: BeatTokens | None = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
+
+    @property
+    def records(self) -> torch.Tensor | BeatTokens:
+        """The whole records as the encoder reads them: the precomputed `tokens`, else `x`."""
+        return self.x if self.tokens is None else self.tokens
 
     def uniform(self, size: int) -> np.ndarray:
         """`(batch, size)` float64 uniform draws in [0, 1), one seeded stream per record."""
@@ -103,12 +114,15 @@ class Objective(nn.Module):
         name: registry name.
         input_kinds: encoder input kinds it can train ("waveform", "beats").
         needs_labels: whether batches must carry `y` from a label set.
+        whole_records: whether it encodes whole records (not crops), so that a beat-token
+            encoder's tokens can be computed once per store and passed as `ObjectiveBatch.tokens`.
         Options: pydantic model of its options (extra keys forbidden).
     """
 
     name: ClassVar[str]
     input_kinds: ClassVar[frozenset[str]]
     needs_labels: ClassVar[bool] = False
+    whole_records: ClassVar[bool] = False
     Options: ClassVar[type[BaseModel]]
 
     def __init__(self, options: BaseModel, context: ObjectiveContext) -> None:

@@ -2,10 +2,11 @@
 
 Each record is tokenized into beat words by the encoder's own tokenizer
 (`ecgscale.models.beats`: one window of `word_len` samples per beat and lead, padding after the
-real tokens). About `mask_ratio` (default half) of each record's real tokens are masked: their word
-embedding is replaced by a learned mask embedding (lead, time and position embeddings stay, so the
-model knows which beat of which lead is missing), and a linear head reads each masked token's output
-and reconstructs its waveform. The loss is the mean squared error in mV^2 over the samples of the
+real tokens; batches from the trainer carry the store's cached tokens). About `mask_ratio`
+(default half) of each record's real tokens are masked: their word embedding is replaced by a
+learned mask embedding (lead, time and position embeddings stay, so the model knows which beat of
+which lead is missing), and a linear head reads each masked token's output and reconstructs its
+waveform. The loss is the mean squared error in mV^2 over the samples of the
 masked tokens of the batch:
 
     loss = sum_{masked tokens} mean_samples (prediction - word)^2 / (masked tokens).
@@ -87,6 +88,7 @@ class MaskedBeats(Objective):
     """Masked beat reconstruction; see the module docstring."""
 
     input_kinds = frozenset({"beats"})
+    whole_records = True
     Options = MaskedBeatsOptions
 
     def __init__(self, options: MaskedBeatsOptions, context: ObjectiveContext) -> None:
@@ -134,4 +136,5 @@ class MaskedBeats(Objective):
     def loss(
         self, encoder: Encoder, batch: ObjectiveBatch
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        return self.token_loss(encoder, encoder.tokenize(batch.x), batch)
+        tokens = encoder.tokenize(batch.x) if batch.tokens is None else batch.tokens
+        return self.token_loss(encoder, tokens, batch)

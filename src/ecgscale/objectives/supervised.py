@@ -43,6 +43,7 @@ class Supervised(Objective):
 
     input_kinds = frozenset({"waveform", "beats"})
     needs_labels = True
+    whole_records = True
     Options = SupervisedOptions
 
     def __init__(self, options: SupervisedOptions, context: ObjectiveContext) -> None:
@@ -54,7 +55,7 @@ class Supervised(Objective):
 
     def logits(self, encoder: Encoder, batch: ObjectiveBatch) -> torch.Tensor:
         """`(batch, classes)` logits."""
-        return self.head(encoder.forward_features(batch.x)).float()
+        return self.head(encoder.forward_features(batch.records)).float()
 
     def loss(
         self, encoder: Encoder, batch: ObjectiveBatch

@@ -41,6 +41,7 @@ from ecgscale.data.splits import nested_subset
 from ecgscale.data.store import Store
 from ecgscale.errors import ConfigError, DataError, UserError
 from ecgscale.models.base import Encoder, count_parameters
+from ecgscale.models.beats import BeatTokens, encoder_tokens
 from ecgscale.models.registry import create_model, get_spec
 from ecgscale.objectives import (
     TRAIN_PHASE,
@@ -260,6 +261,9 @@ class _Run:
             patient_codes=pd.factorize(patients)[0].astype(np.int64),
         )
         self.objective = create_objective(config.objective, config.objective_options, context)
+        self.tokens: BeatTokens | None = None
+        if self.objective.whole_records:  # a beat-token encoder's tokens, once per store
+            self.tokens = encoder_tokens(self.encoder, store)
         self.encoder.to(ctx.device)
         self.objective.to(ctx.device)
         self.flops_per_record = self.objective.train_flops_per_record(
@@ -394,6 +398,7 @@ class _Run:
             index=batch.index,
             seed=(self.config.seed, phase, step),
             sharded=sharded,
+            tokens=None if self.tokens is None else self.tokens[batch.index],
         )
 
     def _autocast(self) -> contextlib.AbstractContextManager:
