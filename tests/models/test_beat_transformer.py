@@ -94,6 +94,27 @@ def test_padding_is_never_attended(ecg: torch.Tensor) -> None:
         assert not torch.allclose(model.forward_tokens(first).cls, clean.cls, atol=1e-3)
 
 
+def test_length_groups_give_every_record_its_output_alone() -> None:
+    from ecgscale.models.beat_transformer import GROUP_RECORDS
+
+    x, _ = generate(GROUP_RECORDS + 5, SynthConfig(fs=100.0, length=1000, seed=3))
+    model = _model().eval()
+    tokens = model.tokenize(x)
+    lengths = tokens.valid.sum(1)
+    assert len(set(lengths.tolist())) > 3, "the batch needs sentences of several lengths"
+    token_mask = torch.from_numpy(np.asarray(tokens.valid) & (np.arange(256) % 3 == 0))
+    emb = torch.randn(32)
+    with torch.no_grad():
+        together = model.forward_tokens(tokens, token_mask[:, : int(lengths.max())], emb)
+        for i in range(len(x)):
+            n = int(lengths[i])
+            alone = model.forward_tokens(tokens[[i]], token_mask[[i], :n], emb)
+            torch.testing.assert_close(together.cls[i], alone.cls[0], rtol=0, atol=1e-5)
+            torch.testing.assert_close(
+                together.tokens[i, :n], alone.tokens[0, :n], rtol=0, atol=1e-5
+            )
+
+
 def test_masked_tokens_hide_their_words(ecg: torch.Tensor) -> None:
     model = _model().eval()
     batch = model.tokenize(ecg).to_torch()

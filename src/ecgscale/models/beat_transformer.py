@@ -8,7 +8,9 @@ Each token's embedding is
 
 a CLS token (with position 0) is put in front, and a pre-LayerNorm Transformer encoder (`depth`
 blocks of multi-head self-attention and a GELU MLP of `mlp_ratio x width`, each on a LayerNormed
-input and added back; a final LayerNorm) reads the sequence. Padding tokens are never attended to.
+input and added back; a final LayerNorm) reads the sequence. Padding tokens are never attended to,
+and a batch is encoded in groups of similar sentence length (`GROUP_RECORDS`), each trimmed to its
+longest sentence, so that short sentences do not pay for the padding of long ones.
 `forward_features` returns the CLS output `(batch, width)`; `forward_tokens` also returns every
 token's output, and takes a `token_mask` plus a mask embedding (owned by the masked-beat objective,
 so that N does not depend on the objective) that replaces the masked tokens' word embeddings.
@@ -62,6 +64,12 @@ class PreLNBlock(nn.Module):
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         x = x + self.drop(self.proj(a.transpose(1, 2).reshape(b, t, d)))
         return x + self.drop(self.fc2(self.drop(F.gelu(self.fc1(self.norm2(x))))))
+
+
+GROUP_RECORDS = 16
+"""Records per group of `forward_tokens`: a batch is sorted by sentence length and encoded in
+groups of this many, each trimmed to its longest sentence (padding is never attended to, so the
+outputs are those of the whole batch; short sentences skip the padding work of long ones)."""
 
 
 @dataclass(frozen=True)
@@ -154,25 +162,47 @@ class BeatTransformer(Encoder):
         device = self.pos_embed.device
         if isinstance(tokens, BeatTokens):
             tokens = tokens.to_torch(device)
-        b, t, _ = tokens.words.shape
+        t = tokens.words.shape[1]
         if t > self.tokenizer.max_tokens:
             raise ConfigError(
                 f"beat_transformer: {t} tokens, more than max_tokens={self.tokenizer.max_tokens}"
             )
-        x = self.beat_embed(tokens.words)
-        if token_mask is not None:
-            if mask_embedding is None:
-                raise ConfigError("beat_transformer: a token_mask needs a mask_embedding (width,)")
-            x = torch.where(token_mask[..., None], mask_embedding.to(x.dtype), x)
-        x = x + self.lead_embed(tokens.lead) + self.time_embed(tokens.time)
-        x = x + self.pos_embed[:, 1 : t + 1]
-        cls = (self.cls_token + self.pos_embed[:, :1]).expand(b, -1, -1)
+        if token_mask is not None and mask_embedding is None:
+            raise ConfigError("beat_transformer: a token_mask needs a mask_embedding (width,)")
+        # Sentence spans (up to the last real token), encoded in groups of similar span.
+        position = torch.arange(1, t + 1, device=tokens.valid.device)
+        span = (tokens.valid * position).amax(dim=1)
+        order = torch.argsort(span, stable=True)
+        parts = []
+        for rows in order.split(GROUP_RECORDS):
+            n = int(span[rows].max())
+            x = self._encode(tokens, rows, n, token_mask, mask_embedding)
+            parts.append(F.pad(x, (0, 0, 0, t - n)))
+        x = torch.cat(parts)[torch.argsort(order)]
+        return TokenOutputs(tokens=x[:, 1:], cls=x[:, 0], valid=tokens.valid)
+
+    def _encode(
+        self,
+        tokens: TokenBatch,
+        rows: torch.Tensor,
+        n: int,
+        token_mask: torch.Tensor | None,
+        mask_embedding: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """CLS and the first `n` tokens of records `rows` through embeddings, blocks and the final
+        LayerNorm: `(len(rows), 1 + n, width)`."""
+        x = self.beat_embed(tokens.words[rows, :n])
+        if token_mask is not None and mask_embedding is not None:
+            x = torch.where(token_mask[rows, :n, None], mask_embedding.to(x.dtype), x)
+        x = x + self.lead_embed(tokens.lead[rows, :n]) + self.time_embed(tokens.time[rows, :n])
+        x = x + self.pos_embed[:, 1 : n + 1]
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(len(rows), -1, -1)
         x = torch.cat([cls, x], dim=1)
-        keep = torch.cat([tokens.valid.new_ones(b, 1), tokens.valid], dim=1)[:, None, None, :]
+        valid = tokens.valid[rows, :n]
+        keep = torch.cat([valid.new_ones(len(rows), 1), valid], dim=1)[:, None, None, :]
         for block in self.blocks:
             x = block(x, keep)
-        x = self.norm(x)
-        return TokenOutputs(tokens=x[:, 1:], cls=x[:, 0], valid=tokens.valid)
+        return self.norm(x)
 
     def forward_features(self, x: torch.Tensor | BeatTokens) -> torch.Tensor:
         """`(batch, leads, samples)` mV at `tokenizer.fs`, or their `BeatTokens` -> CLS output
