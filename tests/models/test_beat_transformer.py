@@ -115,6 +115,21 @@ def test_length_groups_give_every_record_its_output_alone() -> None:
             )
 
 
+@pytest.mark.parametrize("size", [5, 11, 16])
+def test_padded_narrow_heads_attend_as_unpadded_ones(size: int) -> None:
+    from ecgscale.models.beat_transformer import attention
+
+    gen = torch.Generator().manual_seed(size)
+    q, k, v = (torch.randn(3, 2, 40, size, generator=gen, requires_grad=True) for _ in range(3))
+    mask = torch.arange(40)[None, None, None, :] < torch.tensor([40, 25, 7])[:, None, None, None]
+    out = attention(q, k, v, mask, 0.0)
+    plain = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(out, plain, rtol=0, atol=1e-6)
+    grads = torch.autograd.grad(out.sum(), (q, k, v))
+    for grad, expected in zip(grads, torch.autograd.grad(plain.sum(), (q, k, v)), strict=True):
+        torch.testing.assert_close(grad, expected, rtol=0, atol=1e-5)
+
+
 def test_masked_tokens_hide_their_words(ecg: torch.Tensor) -> None:
     model = _model().eval()
     batch = model.tokenize(ecg).to_torch()

@@ -64,6 +64,20 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def test_zero_padded_narrow_heads_count_at_their_true_size(monkeypatch) -> None:
+    import ecgscale.models.beat_transformer as bt
+
+    model = create_model("beat_transformer", width=22, depth=2, heads=2)  # heads of 11
+    d, hidden, tokens = 22, 88, 144  # the example input: 12 beats on 12 leads
+    seq = tokens + 1  # and the CLS token
+    block = 2 * seq * d * (3 * d + d + 2 * hidden) + 2 * 2 * 2 * seq * seq * (d // 2)
+    x = model.example_input(12, 1000, "cpu")
+    assert count_flops(model, x) == 2 * tokens * 60 * d + 2 * block
+    padded = train_flops(model, 12, 1000)
+    monkeypatch.setattr(bt, "MIN_HEAD_SIZE", 1)  # no padding
+    assert train_flops(model, 12, 1000) == padded
+
+
 def test_count_flops_leaves_the_model_as_it_was() -> None:
     model = create_model("resnet", width_multiplier=0.1).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -9,7 +9,8 @@ FLOP convention (used everywhere in ecgscale):
     gradient of grouped convolutions by the number of groups; corrected here). Attention counts
     its two products forward and four backward on every device (torch misses the CPU kernel and
     adds the fused GPU kernels' recomputation of the scores; both are corrected here), so a count
-    does not depend on the device.
+    does not depend on the device; heads zero-padded for a faster kernel count at their true size
+    (the size whose 1/sqrt the attention's `scale` is).
 
     * forward FLOPs per record: one forward pass of the encoder on one record `(1, leads, samples)`;
     * training FLOPs per record: that forward pass plus the backward pass (gradients of every
@@ -56,8 +57,18 @@ LADDER_POINTS = 9
 Shape = Sequence[int]
 
 
+def _true_heads(scale: float | None, *shapes: Shape) -> list[Shape]:
+    """`shapes` `(batch, heads, tokens, head_size)` with the head size that a passed `scale` of
+    1/sqrt(size) names when it is smaller: zero-padded heads (`beat_transformer.attention`) count
+    at their true size."""
+    size = shapes[0][-1]
+    if scale:
+        size = min(size, max(1, round(scale**-2)))
+    return [(*shape[:-1], size) for shape in shapes]
+
+
 def _sdpa_forward(query: Shape, key: Shape, value: Shape, *args: Any, **kwargs: Any) -> int:
-    return sdpa_flop_count(query, key, value)
+    return sdpa_flop_count(*_true_heads(kwargs.get("scale"), query, key, value))
 
 
 def _sdpa_backward(
@@ -65,6 +76,7 @@ def _sdpa_backward(
 ) -> int:
     """The four products of attention's backward; torch adds the fused kernels' recomputation of
     the scores (a fifth), which the unfused computation on other devices does not do."""
+    grad, query, key, value = _true_heads(kwargs.get("scale"), grad, query, key, value)
     batch, heads, s_q, dim = query
     recompute = 2 * batch * heads * s_q * key[2] * dim
     return sdpa_backward_flop_count(grad, query, key, value) - recompute
