@@ -84,7 +84,14 @@ def test_plan_ids_are_stable_and_distinct(base_spec) -> None:
 def test_example_specs_validate_and_plan() -> None:
     examples = Path(__file__).resolve().parents[2] / "examples"
     demo = load_spec(examples / "demo.yaml")
-    assert len(plan(demo)) == 4 * 3 * 3 and len(demo.ood) == 4
+    runs = plan(demo)
+    assert len(demo.families) == 4 and len(demo.ood) == 4
+    assert len(runs) == 4 * 5 * 4 * len(demo.seeds)
+    for family in demo.families:  # >= 5 sizes over >= 2 decades of N per family
+        n = sorted({r.target_params for r in runs if r.family == family.name})
+        assert len(n) >= 5 and n[-1] / n[0] >= 100
+    fractions = demo.data_fractions  # >= 4 data sizes over >= 1.5 decades of D
+    assert len(fractions) >= 4 and max(fractions) / min(fractions) >= 10**1.5
     ptbxl = load_spec(examples / "ptbxl.yaml")
     assert ptbxl.stores["ptbxl"].path == examples / "stores" / "ptbxl"
     assert len(plan(ptbxl)) == 4 * 4 * 3

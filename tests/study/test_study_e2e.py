@@ -73,14 +73,14 @@ def test_killed_study_resumes_to_the_same_results(tmp_path: Path, base_spec) -> 
 
 @pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path: Path) -> None:
-    """The demo's structure at a fraction of its cost: four families, three sizes, two data
+    """The demo's structure at a fraction of its cost: four families, three sizes, three data
     sizes, ID and four OOD tasks, fits and the HTML report."""
     from ecgscale.report.html import write_report
 
     spec = demo_spec(tmp_path / "demo", quick=True)
     results = run_study(spec, progress=False)
     runs = results.runs()
-    assert len(runs) == 4 * 3 * 2 and (runs["status"] == "done").all()
+    assert len(runs) == 4 * 3 * 3 and (runs["status"] == "done").all()
     table = results.table()
     assert set(table["task"]) == {"synth_extra", "synth_sex", "synth_age", "synth_code"}
     assert table["ood_loss"].notna().all() and table["id_loss"].notna().all()

@@ -14,11 +14,14 @@ import base64
 import html
 import io
 import json
+import multiprocessing
+import os
 import platform
 import re
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -240,13 +243,37 @@ def _provenance(spec: StudySpec, runs: pd.DataFrame) -> str:
     return _table(["what", "value"], rows)
 
 
-def study_fits(table: pd.DataFrame) -> tuple[StudyFits, dict[str, str]]:
-    """ID and OOD fits per family (and OOD per family x task), and why groups were skipped."""
-    cache = FitCache()  # the transfer fits reuse the ID, OOD and per-task fits of the same runs
-    id_fits, id_skipped = _fits(table, "id_loss", ["family"], False, cache)
+FamilyFits = tuple[dict[str, GroupAnalysis], dict[str, str]]
+
+
+def _family_fits(table: pd.DataFrame) -> tuple[FamilyFits, FamilyFits, FamilyFits]:
+    """(ID, per-task OOD, task-mean OOD with transfers) fits of one family's rows, sharing one
+    `FitCache`: the transfer fits reuse the ID, OOD and per-task fits of the same runs."""
+    cache = FitCache()
     ood_table = table[table["task"] != "id"]
-    task_fits, _ = _fits(ood_table, "ood_loss", ["family", "task"], False, cache)
-    ood_fits, ood_skipped = _fits(ood_table, "ood_loss", ["family"], True, cache)
+    return (
+        _fits(table, "id_loss", ["family"], False, cache),
+        _fits(ood_table, "ood_loss", ["family", "task"], False, cache),
+        _fits(ood_table, "ood_loss", ["family"], True, cache),
+    )
+
+
+def study_fits(table: pd.DataFrame) -> tuple[StudyFits, dict[str, str]]:
+    """ID and OOD fits per family (and OOD per family x task), and why groups were skipped.
+
+    Families are independent, so they are fitted in parallel processes (one per CPU at most)."""
+    groups = [rows for _, rows in table.groupby("family", sort=False)]
+    workers = min(len(groups), len(os.sched_getaffinity(0)))
+    if workers > 1:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            parts = list(pool.map(_family_fits, groups))
+    else:
+        parts = [_family_fits(rows) for rows in groups]
+    (id_fits, id_skipped), (task_fits, _), (ood_fits, ood_skipped) = (
+        ({k: v for part in parts for k, v in part[i][0].items()},
+         {k: v for part in parts for k, v in part[i][1].items()})
+        for i in range(3)
+    )  # fmt: skip
     models = table.groupby("family", sort=False)[["model", "objective"]].first()
     roles = roles_of({str(f): (r.model, r.objective) for f, r in models.iterrows()})
     skipped = {f"{f} (ID)": w for f, w in id_skipped.items()}
