@@ -23,6 +23,7 @@ from ecgscale.report.findings import (
     claims,
     family_findings,
     parameter,
+    summary,
 )
 from ecgscale.report.html import study_fits
 from ecgscale.scaling import Estimate, fit_axis
@@ -56,9 +57,21 @@ def test_every_reading_is_the_tables_own_numbers(planted_report, fits) -> None:
     _, report = planted_report
     page = report.read_text()
     cells = _cells(page)
-    # each finding: its sentence is in the page and its row shows the same numbers and verdict
-    for finding in claims(fits):
-        assert html.escape(finding.sentence()) in page
+    # the summary names exactly the findings of each verdict; each row shows the same numbers
+    found = claims(fits)
+    text = summary(found)
+    assert html.escape(text) in page
+    for finding in found:
+        named = f"{finding.question} ({finding.subject})"
+        if finding.verdict == OPEN:
+            assert named not in text
+        else:
+            before = text.split(named)[0]
+            assert named in text and (finding.verdict == AGREE) == ("Disagrees:" not in before)
+    assert f"Not resolved by these runs: {sum(f.verdict == OPEN for f in found)} of" in text or (
+        all(f.verdict != OPEN for f in found)
+    )
+    for finding in found:
         row = [finding.question, finding.subject, finding.ours.text(finding.percent)]
         assert any(c[:3] == row and c[4] == finding.verdict for c in cells)
     for family in fits.roles:

@@ -171,14 +171,6 @@ class Finding:
             parts.append(f"{self.direction[0]} {self.direction[1]:g}")
         return ", ".join(parts) or "-"
 
-    def sentence(self) -> str:
-        """One sentence rendered from this finding's own numbers and verdict."""
-        ours = self.ours.text(self.percent)
-        return (
-            f"{self.question}, {self.subject}: {ours} against the published "
-            f"{self.published_text()} - {self.verdict}."
-        )
-
 
 @dataclass(frozen=True)
 class StudyFits:
@@ -296,3 +288,19 @@ def claims(fits: StudyFits) -> list[Finding]:
             out.append(Finding("kappa ratio SSL / SL", f"{ssl} / {sl}", q, round(published, 2),
                                (">", 1.0)))  # fmt: skip
     return out
+
+
+def summary(items: list[Finding]) -> str:
+    """One paragraph from the verdicts of `items`: what agrees, what disagrees, how many are not
+    resolved (each named by its question and families)."""
+
+    def named(verdict: str) -> list[str]:
+        return [f"{f.question} ({f.subject})" for f in items if f.verdict == verdict]
+
+    agree, disagree, open_ = named(AGREE), named(DISAGREE), named(OPEN)
+    parts = [
+        f"Agrees with the published finding: {'; '.join(agree)}." if agree else "",
+        f"Disagrees: {'; '.join(disagree)}." if disagree else "",
+        f"Not resolved by these runs: {len(open_)} of {len(items)}." if open_ else "",
+    ]
+    return " ".join(p for p in parts if p) or "No finding to compare."

@@ -41,6 +41,7 @@ from ecgscale.report.findings import (
     family_findings,
     parameter,
     roles_of,
+    summary,
 )
 from ecgscale.scaling.analyze import MEAN_TASK, FitCache, GroupAnalysis, fit_results
 from ecgscale.study.spec import StudySpec
@@ -336,7 +337,7 @@ def write_report(spec: StudySpec, out: str | Path) -> Path:
         "interval straddles the threshold.</p>"
     )
     if found:
-        body.append("<ul>" + "".join(f"<li>{_esc(f.sentence())}</li>" for f in found) + "</ul>")
+        body.append(f"<p>{_esc(summary(found))}</p>")
         body.append(_findings_table(found, subject=True))
     body.append("<h2>Exponents per family</h2>")
     for family in dict.fromkeys(done["family"]):
