@@ -168,3 +168,13 @@ def test_cached_beat_tokens_give_the_trajectory_of_per_batch_tokenization(
     direct = pretrain(config(out=tmp_path / "direct", **fields), progress=False)
     assert _losses(tmp_path / "cached") == _losses(tmp_path / "direct")
     assert cached.best_val_loss == direct.best_val_loss
+
+
+def test_val_every_validates_and_counts_patience_in_records(config) -> None:
+    cfg = config(epochs=12)
+    pretrain(cfg, progress=False)
+    spe = [r["step"] for r in _log(cfg.out) if r["kind"] == "val"][1]  # steps per epoch
+    cfg = config(epochs=12, val_every=3 * spe * 16 - 5)  # 16 records a step: every 3rd epoch
+    pretrain(cfg, overwrite=True, progress=False)
+    steps = [r["step"] for r in _log(cfg.out) if r["kind"] == "val"]
+    assert steps == [0, *range(3 * spe, 12 * spe + 1, 3 * spe)]

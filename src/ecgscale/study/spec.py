@@ -104,11 +104,13 @@ class FamilySpec(_Strict):
 
 class BudgetSpec(_Strict):
     """Training budget of every run: `epochs` (optionally with early stopping on the validation
-    loss after `patience` epochs, and a cap of `max_samples` records seen) or `samples`."""
+    loss after `patience` validations, a cap of `max_samples` records seen, validation every
+    `val_every` records rounded up to whole epochs) or `samples`."""
 
     epochs: int | None = Field(None, ge=1)
     patience: int | None = Field(None, ge=1)
     max_samples: int | None = Field(None, ge=1)
+    val_every: int | None = Field(None, ge=1)
     samples: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
@@ -120,9 +122,10 @@ class BudgetSpec(_Strict):
         return self
 
     def run_config(self) -> dict[str, int | None]:
-        """The budget as it enters a run id (`max_samples` only when set, so that the ids of
-        budgets without it stay as they were)."""
-        return self.model_dump(exclude={"max_samples"} if self.max_samples is None else set())
+        """The budget as it enters a run id (`max_samples` and `val_every` only when set, so that
+        the ids of budgets without them stay as they were)."""
+        unset = {k for k in ("max_samples", "val_every") if getattr(self, k) is None}
+        return self.model_dump(exclude=unset)
 
 
 class OODTaskSpec(_Strict):

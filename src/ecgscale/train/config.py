@@ -48,7 +48,10 @@ class TrainConfig(BaseModel):
         min_lr_ratio: the cosine decay ends at `lr * min_lr_ratio`.
         epochs: budget as passes over the training records (with `patience`: early stopping on
             the validation loss, checked after every epoch).
-        patience: epochs without a new best validation loss before stopping (None: never).
+        patience: validations without a new best validation loss before stopping (None: never).
+        val_every: validate (and checkpoint) every this many training records, rounded up to
+            whole epochs (None: every epoch); on small subsets this keeps validation from
+            dominating the cost and early stopping from reacting to single steps.
         samples: budget as training records seen (rounded up to whole global batches).
         max_samples: with an epochs budget, a cap on training records seen (rounded up to whole
             global batches): small subsets train for all `epochs` (or until early stopping),
@@ -88,6 +91,7 @@ class TrainConfig(BaseModel):
     patience: int | None = Field(None, ge=1)
     samples: int | None = Field(None, ge=1)
     max_samples: int | None = Field(None, ge=1)
+    val_every: int | None = Field(None, ge=1)
     grad_clip: float | None = Field(1.0, gt=0.0)
     seed: int = 0
     device: str = "cpu"

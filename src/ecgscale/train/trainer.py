@@ -227,6 +227,9 @@ class _Run:
                 f"batch_size {config.batch_size} exceeds the {len(rows)} training records of "
                 f"{store.path} (data_fraction {config.data_fraction:g}); lower --batch-size"
             )
+        # validate every epoch, or every `val_every` records rounded up to whole epochs
+        epoch_records = self.steps_per_epoch * config.batch_size
+        self.val_epochs = max(1, -(-(config.val_every or 0) // epoch_records))
         if config.epochs is not None:
             self.total_steps = config.epochs * self.steps_per_epoch
             if config.max_samples is not None:
@@ -524,17 +527,13 @@ class _Run:
                     self.log(record)
                     epoch_end = state.step % spe == 0
                     last = state.step >= self.total_steps
-                    if epoch_end or last:
+                    due = epoch_end and (state.step // spe) % self.val_epochs == 0
+                    if due or last:
                         metrics = self.validate()
                         self.after_epoch(metrics)
                         self.log({"kind": "val", "step": state.step, **metrics})
                     every = self.config.checkpoint_every
-                    if (
-                        epoch_end
-                        or last
-                        or state.stopped_early
-                        or (every and state.step % every == 0)
-                    ):
+                    if due or last or state.stopped_early or (every and state.step % every == 0):
                         self.save_checkpoint()
                     progress.update(task, completed=state.step, info=f"loss {record['loss']:.4f}")
                     tick = time.perf_counter()
