@@ -80,3 +80,17 @@ def test_shift_changes_the_distribution() -> None:
     hf0 = np.abs(np.diff(base, axis=-1)).mean()
     hf1 = np.abs(np.diff(shifted, axis=-1)).mean()
     assert hf1 > 1.3 * hf0  # noisier "hospital"
+
+
+def test_label_noise_flips_labels_at_its_rate_and_leaves_signals_alone() -> None:
+    from ecgscale.data.synth import CODE_LABELS, SynthConfig, generate
+
+    clean_x, clean = generate(1024, SynthConfig(fs=100, length=1000, seed=3))
+    noisy_x, noisy = generate(1024, SynthConfig(fs=100, length=1000, seed=3, label_noise=0.05))
+    np.testing.assert_array_equal(clean_x, noisy_x)
+    flips = [
+        (c in a["labels_code"]) != (c in b["labels_code"])
+        for a, b in zip(clean, noisy, strict=True)
+        for c in CODE_LABELS
+    ]
+    assert 0.035 < np.mean(flips) < 0.065  # 6,144 draws at p = 0.05

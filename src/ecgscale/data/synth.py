@@ -16,7 +16,9 @@ Extra labels for out-of-distribution probes: LVH (high QRS voltage with lateral 
 LQT (QTc 480-540 ms). Patient attributes change morphology subtly: men have larger QRS voltage and
 shorter QTc; age lengthens PR, rotates the QRS axis leftwards and flattens T. `shift` > 0 moves the
 data to another "hospital": electrode gains, noise level, 60 Hz mains, older patients and rotated
-precordial leads.
+precordial leads. `label_noise` > 0 makes the labels those of a fallible reader: each label of
+each record disagrees with the feature that defines it with that probability, so a finite-label task
+has an irreducible loss (as real annotations do) while the signals are unchanged.
 
 Records of one patient share sex, age, dipole vectors and conduction labels; rhythm varies per
 record. Everything is drawn from one seeded generator per batch of `BATCH` records, so the output
@@ -73,6 +75,7 @@ class SynthConfig(BaseModel):
         records_per_patient: mean number of records per patient (>= 1).
         prevalence: probability of each CODE label and extra label (others are normal).
         noise: multiplier of all noise amplitudes.
+        label_noise: probability that a record's label is flipped (annotator error), per label.
         shift: domain shift strength (0 = source domain).
         seed: random seed.
     """
@@ -95,6 +98,7 @@ class SynthConfig(BaseModel):
         }
     )
     noise: float = Field(1.0, ge=0)
+    label_noise: float = Field(0.0, ge=0, lt=0.5)
     shift: float = Field(0.0, ge=0)
     seed: int = 0
 
@@ -282,6 +286,8 @@ def generate_batch(n: int, cfg: SynthConfig, rng: np.random.Generator, first_pat
     ecg = ecg + _noise(n, cfg, af, rng)
     signals = np.matmul(_EXPAND, ecg)
     labels = _labels(attrs, rhythm)
+    if cfg.label_noise > 0:  # drawn after the signals, which stay those of label_noise = 0
+        labels = {k: v ^ (rng.random(n) < cfg.label_noise) for k, v in labels.items()}
     meta = [
         {
             "record_id": f"syn{cfg.seed}_{first_patient}_{i:06d}",

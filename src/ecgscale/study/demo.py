@@ -28,7 +28,7 @@ def demo_spec(out: str | Path, *, quick: bool = False) -> StudySpec:
         for family in data["families"]:
             family["sizes"] = family["sizes"][:3]
         data["data_fractions"] = [0.25, 0.5, 1.0]
-        data["budget"] = {"epochs": 3, "patience": 1, "max_samples": 1000}
+        data["budget"] = {"epochs": 20, "patience": 1, "val_every": 200, "max_samples": 1000}
     return parse_spec(data, "demo.yaml")
 
 

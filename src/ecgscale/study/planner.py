@@ -48,8 +48,12 @@ class Run:
 
 def store_identity(spec: StoreSpec) -> dict[str, Any]:
     """What identifies a store in a run id: its synthetic config, or its resolved path."""
-    if spec.synth is not None:
-        return {"synth": spec.synth.model_dump()}
+    if spec.synth is not None:  # label_noise only when set: earlier ids stay as they were
+        return {
+            "synth": spec.synth.model_dump(
+                exclude=set() if spec.synth.label_noise else {"label_noise"}
+            )
+        }
     return {"path": str(Path(spec.path).resolve())}
 
 

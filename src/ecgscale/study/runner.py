@@ -61,9 +61,7 @@ def prepare_stores(spec: StudySpec, progress: bool = True) -> dict[str, Path]:
             continue
         synth = item.synth
         out = spec.out / "stores" / name
-        cfg = SynthConfig(
-            fs=synth.fs, length=synth.length, shift=synth.shift, noise=synth.noise, seed=synth.seed
-        )
+        cfg = SynthConfig(**synth.model_dump(exclude={"records"}))
         if (out / "manifest.json").is_file():
             existing = Store(out).manifest["provenance"].get("synth")
             if existing == cfg.model_dump() and Store(out).manifest["rows"] == synth.records:

@@ -31,6 +31,7 @@ class SynthStore(_Strict):
     length: int = Field(1000, gt=0)
     shift: float = Field(0.0, ge=0)
     noise: float = Field(1.0, ge=0)
+    label_noise: float = Field(0.0, ge=0, lt=0.5)
     seed: int = 0
 
 
