@@ -3,6 +3,8 @@ times; beat tokenizer layout, fallback, truncation and the on-disk cache."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +13,16 @@ import pytest
 from ecgscale.models import beats
 from ecgscale.models.beats import (
     DetectionScore,
+    DetectorConfig,
     TokenizerConfig,
     detect_rpeaks,
     evaluate_qrs_reference,
     load_cpsc2019,
     load_mitdb,
+    qrs_envelope,
     resample,
     score_detections,
+    token_cache_key,
     tokenize_beats,
     tokenize_cached,
 )
@@ -57,26 +62,64 @@ def test_cpsc2019_r_peaks_are_one_based(cpsc2019) -> None:
 @pytest.mark.parametrize(
     ("name", "fs", "floor_se", "floor_ppv"),
     [
-        ("100", None, 0.99, 0.99),  # native 360 Hz
-        ("100", 100.0, 0.99, 0.99),  # the tokenizer's rate (measured 1.000 / 1.000 both)
-        ("101", 100.0, 0.99, 0.99),  # measured 0.9989 / 0.9963
-        ("105", 100.0, 0.985, 0.97),  # noisy record; measured 0.9934 / 0.9812
+        ("100", None, 0.99, 0.99),  # native 360 Hz (measured 1.000 / 1.000)
+        ("100", 100.0, 0.99, 0.99),  # the tokenizer's rate (measured 1.000 / 1.000)
+        ("101", 100.0, 0.99, 0.99),  # measured 0.9984 / 0.9963
+        ("105", 100.0, 0.985, 0.975),  # noisy record; measured 0.9934 / 0.9834 (was / 0.9812)
     ],
 )
 def test_mitdb_sensitivity_and_ppv_at_50ms(mitdb, name, fs, floor_se, floor_ppv) -> None:
     score = evaluate_qrs_reference([mitdb[name]], fs=fs, tolerance_s=0.05)
-    assert score.tp + score.fn == len(mitdb[name].peaks)
+    assert score.tp + score.fn == len(mitdb[name].peaks) and len(score.offsets) == score.tp
     assert score.sensitivity >= floor_se and score.ppv >= floor_ppv, score
 
 
+@pytest.mark.parametrize("name", ["101", "105"])
+def test_mitdb_detections_do_not_lag_at_100hz(mitdb, name) -> None:
+    """The envelope's moving average has an odd length (centred): the median timing error at
+    100 Hz is 0 (it was +10 ms, one sample, with an even length); at 360 Hz it is within 2
+    samples (the QRS slope centre is a few ms after the R peak; measured +2.8 / +5.6 ms)."""
+    low = evaluate_qrs_reference([mitdb[name]], fs=100.0)
+    assert low.median_offset == 0.0
+    native = evaluate_qrs_reference([mitdb[name]], fs=None)
+    assert abs(native.median_offset) <= 2 / 360 + 1e-9
+
+
+@pytest.mark.parametrize("fs", [None, 100.0])
+def test_noise_bursts_in_one_lead_make_no_beats(mitdb, fs) -> None:
+    """MIT-BIH 100 with bursts in V5 over minutes 19-24 (like 103's V2 bursts): weights from local
+    noise floors keep every beat and add none (measured 1.000 / 1.000 at both rates); whole-record
+    weights (`noise_window_s=None`, as before) take bursts for beats (0.9974 / 0.9839)."""
+    rec = mitdb["100"]
+    noisy = beats.add_noise_bursts(
+        rec.signal, rec.fs, 1, (19 * 60, 24 * 60), np.random.default_rng(103)
+    )
+    record = [dataclasses.replace(rec, signal=noisy)]
+    local = evaluate_qrs_reference(record, fs=fs)
+    assert local.sensitivity >= 0.999 and local.ppv >= 0.999, local
+    whole = evaluate_qrs_reference(record, fs=fs, config=DetectorConfig(noise_window_s=None))
+    assert whole.ppv < 0.99 and whole.fp > 20, whole  # measured 37 false beats, 6 missed
+
+
+def test_single_lead_envelope_does_not_depend_on_the_noise_window(cpsc2019) -> None:
+    """Local weights only share the lead-summed weight out between leads: one lead keeps it."""
+    x = np.stack([r.signal for r in cpsc2019[:8]])
+    local = qrs_envelope(x, 500.0)
+    whole = qrs_envelope(x, 500.0, DetectorConfig(noise_window_s=None))
+    np.testing.assert_allclose(local[0], whole[0], rtol=1e-5)
+    np.testing.assert_allclose(local[1], whole[1], rtol=1e-5)
+
+
 def test_cpsc2019_sensitivity_and_ppv_at_50ms(cpsc2019) -> None:
-    """Scored on 0.5-9.5 s as in the challenge; measured 0.943 / 0.919 at 100 Hz."""
+    """Scored on 0.5-9.5 s as in the challenge; measured 0.9437 / 0.9247 at 100 Hz (was 0.9429 /
+    0.9189) with a median timing error of 0 (was +10 ms)."""
     score = evaluate_qrs_reference(cpsc2019, fs=100.0, tolerance_s=0.05)
     inside = sum(
         ((np.round(r.peaks / 5) >= 50) & (np.round(r.peaks / 5) <= 950)).sum() for r in cpsc2019
     )
     assert score.tp + score.fn == inside == 1262  # 1260 at 500 Hz; rounding moves 2 onto the edge
-    assert score.sensitivity >= 0.93 and score.ppv >= 0.90, score
+    assert score.sensitivity >= 0.93 and score.ppv >= 0.915, score
+    assert score.median_offset == 0.0
 
 
 def test_mitdb_ten_second_chunks_tokenize_with_the_annotated_beat_counts(mitdb) -> None:
@@ -150,6 +193,8 @@ def test_score_is_one_to_one_within_tolerance() -> None:
     # two detections near 100 (one is an FP), 205 matches 200, 340 is out of tolerance for 300
     score = score_detections(np.array([98, 103, 205, 340]), ref, tolerance=10)
     assert score == DetectionScore(tp=2, fp=2, fn=1)
+    np.testing.assert_array_equal(score.offsets, [-2, 5])  # detection - reference, matched beats
+    assert score.median_offset == 1.5 and np.isnan(DetectionScore().median_offset)
     assert score.sensitivity == pytest.approx(2 / 3) and score.ppv == pytest.approx(0.5)
 
 
@@ -250,6 +295,18 @@ def test_cache_matches_direct_tokenization_and_is_reused(batch, tmp_path, monkey
     assert len(list(tmp_path.iterdir())) == 1  # the failed runs left no partial entry
     sub = again[np.array([2, 0])]
     np.testing.assert_array_equal(sub.words, direct.words[[2, 0]])
+
+
+def test_detector_version_is_part_of_the_cache_key(batch, tmp_path, monkeypatch) -> None:
+    """A new detector (DETECTOR_VERSION) makes new cache entries: old tokens are never served."""
+    x, _ = batch
+    tokenize_cached(x, cache_dir=tmp_path)
+    key = token_cache_key(x, TokenizerConfig())
+    assert json.loads(TokenizerConfig().key())["detector_version"] == beats.DETECTOR_VERSION
+    monkeypatch.setattr(beats, "DETECTOR_VERSION", beats.DETECTOR_VERSION + 1)
+    assert token_cache_key(x, TokenizerConfig()) != key
+    tokenize_cached(x, cache_dir=tmp_path)
+    assert len(list(tmp_path.iterdir())) == 2
 
 
 def test_store_tokens_equal_batch_tokenization_and_are_made_once(tmp_path, monkeypatch) -> None:
