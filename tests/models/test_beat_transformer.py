@@ -94,7 +94,7 @@ def test_padding_is_never_attended(ecg: torch.Tensor) -> None:
         assert not torch.allclose(model.forward_tokens(first).cls, clean.cls, atol=1e-3)
 
 
-def test_length_groups_give_every_record_its_output_alone() -> None:
+def test_length_groups_give_every_record_its_output_alone_and_cls_only_the_same() -> None:
     from ecgscale.models.beat_transformer import GROUP_RECORDS
 
     x, _ = generate(GROUP_RECORDS + 5, SynthConfig(fs=100.0, length=1000, seed=3))
@@ -113,9 +113,18 @@ def test_length_groups_give_every_record_its_output_alone() -> None:
             torch.testing.assert_close(
                 together.tokens[i, :n], alone.tokens[0, :n], rtol=0, atol=1e-5
             )
+        full = model.forward_tokens(tokens).cls
+    torch.testing.assert_close(model.forward_features(tokens), full, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("size", [5, 11, 16])
+def test_cls_only_last_block_trains_every_parameter(ecg: torch.Tensor) -> None:
+    model = _model(dropout=0.1).train()
+    (model.forward_features(model.tokenize(ecg)) * torch.linspace(-1, 1, 32)).sum().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"{name} gets no gradient"
+
+
+@pytest.mark.parametrize("size", [1, 2, 11, 16])
 def test_padded_narrow_heads_attend_as_unpadded_ones(size: int) -> None:
     from ecgscale.models.beat_transformer import attention
 

@@ -41,19 +41,20 @@ from ecgscale.models.flops import cached_ladder, width_ladder
 from ecgscale.models.registry import LadderPoint, register_model
 
 MIN_HEAD_SIZE = 16
-"""Attention heads narrower than this are zero-padded to it for the attention kernel: torch's CPU
-kernel is about twice as fast at 16 as at 8-15 (the 20K ladder point has heads of 11). Exact: the
-zero columns add nothing to the scores, the scale stays 1/sqrt(true size), and the padded output
-columns are dropped; FLOPs are counted at the true size (`ecgscale.models.flops`)."""
+"""Attention heads of 2 to 15 are zero-padded to this size for the attention kernel: torch's CPU
+kernel is up to twice as fast at 16 as at 2-15 (the 20K ladder point has heads of 11); heads of 1
+are fastest as they are. Exact: the zero columns add nothing to the scores, the scale stays
+1/sqrt(true size), and the padded output columns are dropped; FLOPs are counted at the true size
+(`ecgscale.models.flops`)."""
 
 
 def attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, dropout_p: float
 ) -> torch.Tensor:
-    """`scaled_dot_product_attention` of `(batch, heads, tokens, head_size)` inputs, with heads
-    narrower than `MIN_HEAD_SIZE` zero-padded to it."""
+    """`scaled_dot_product_attention` of `(batch, heads, tokens, head_size)` inputs, with heads of
+    2 to `MIN_HEAD_SIZE - 1` zero-padded to `MIN_HEAD_SIZE`."""
     size = q.shape[-1]
-    if size >= MIN_HEAD_SIZE:
+    if size == 1 or size >= MIN_HEAD_SIZE:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
     q, k, v = (F.pad(z, (0, MIN_HEAD_SIZE - size)) for z in (q, k, v))
     out = F.scaled_dot_product_attention(
@@ -77,13 +78,23 @@ class PreLNBlock(nn.Module):
         self.fc2 = nn.Linear(hidden, width)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, cls_only: bool = False) -> torch.Tensor:
+        """`(batch, tokens, width)` -> the same; with `cls_only` only the first token's output
+        `(batch, 1, width)` is computed (it attends to every token as usual)."""
         b, t, d = x.shape
-        qkv = self.qkv(self.norm1(x)).view(b, t, 3, self.heads, d // self.heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, tokens, head_dim)
+        h = self.norm1(x)
+        if cls_only:
+            weight, bias = self.qkv.weight, self.qkv.bias
+            q = F.linear(h[:, :1], weight[:d], bias[:d]).view(b, 1, self.heads, d // self.heads)
+            kv = F.linear(h, weight[d:], bias[d:]).view(b, t, 2, self.heads, d // self.heads)
+            k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
+            q, x = q.transpose(1, 2), x[:, :1]
+        else:
+            qkv = self.qkv(h).view(b, t, 3, self.heads, d // self.heads)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, tokens, head_dim)
         p = self.dropout if self.training else 0.0
         a = attention(q, k, v, mask, p)
-        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(b, t, d)))
+        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(b, x.shape[1], d)))
         return x + self.drop(self.fc2(self.drop(F.gelu(self.fc1(self.norm2(x))))))
 
 
@@ -180,27 +191,37 @@ class BeatTransformer(Encoder):
                 replaced by `mask_embedding` `(width,)` (masked-beat pre-training; lead, time and
                 position embeddings are kept so the model knows where the missing beat is).
         """
-        device = self.pos_embed.device
         if isinstance(tokens, BeatTokens):
-            tokens = tokens.to_torch(device)
+            tokens = tokens.to_torch(self.pos_embed.device)
+        if token_mask is not None and mask_embedding is None:
+            raise ConfigError("beat_transformer: a token_mask needs a mask_embedding (width,)")
+        x = self._grouped(tokens, token_mask, mask_embedding, cls_only=False)
+        return TokenOutputs(tokens=x[:, 1:], cls=x[:, 0], valid=tokens.valid)
+
+    def _grouped(
+        self,
+        tokens: TokenBatch,
+        token_mask: torch.Tensor | None,
+        mask_embedding: torch.Tensor | None,
+        cls_only: bool,
+    ) -> torch.Tensor:
+        """`_encode` over groups of `GROUP_RECORDS` records of similar sentence span (up to the
+        last real token), back in batch order: `(batch, 1 + T, width)`, or `(batch, 1, width)`
+        with `cls_only`."""
         t = tokens.words.shape[1]
         if t > self.tokenizer.max_tokens:
             raise ConfigError(
                 f"beat_transformer: {t} tokens, more than max_tokens={self.tokenizer.max_tokens}"
             )
-        if token_mask is not None and mask_embedding is None:
-            raise ConfigError("beat_transformer: a token_mask needs a mask_embedding (width,)")
-        # Sentence spans (up to the last real token), encoded in groups of similar span.
         position = torch.arange(1, t + 1, device=tokens.valid.device)
         span = (tokens.valid * position).amax(dim=1)
         order = torch.argsort(span, stable=True)
         parts = []
         for rows in order.split(GROUP_RECORDS):
             n = int(span[rows].max())
-            x = self._encode(tokens, rows, n, token_mask, mask_embedding)
-            parts.append(F.pad(x, (0, 0, 0, t - n)))
-        x = torch.cat(parts)[torch.argsort(order)]
-        return TokenOutputs(tokens=x[:, 1:], cls=x[:, 0], valid=tokens.valid)
+            x = self._encode(tokens, rows, n, token_mask, mask_embedding, cls_only)
+            parts.append(x if cls_only else F.pad(x, (0, 0, 0, t - n)))
+        return torch.cat(parts)[torch.argsort(order)]
 
     def _encode(
         self,
@@ -209,9 +230,11 @@ class BeatTransformer(Encoder):
         n: int,
         token_mask: torch.Tensor | None,
         mask_embedding: torch.Tensor | None,
+        cls_only: bool,
     ) -> torch.Tensor:
         """CLS and the first `n` tokens of records `rows` through embeddings, blocks and the final
-        LayerNorm: `(len(rows), 1 + n, width)`."""
+        LayerNorm: `(len(rows), 1 + n, width)`; with `cls_only` the last block computes the CLS
+        output only: `(len(rows), 1, width)`."""
         x = self.beat_embed(tokens.words[rows, :n])
         if token_mask is not None and mask_embedding is not None:
             x = torch.where(token_mask[rows, :n, None], mask_embedding.to(x.dtype), x)
@@ -221,8 +244,9 @@ class BeatTransformer(Encoder):
         x = torch.cat([cls, x], dim=1)
         valid = tokens.valid[rows, :n]
         keep = torch.cat([valid.new_ones(len(rows), 1), valid], dim=1)[:, None, None, :]
-        for block in self.blocks:
-            x = block(x, keep)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            x = block(x, keep, cls_only and i == last)
         return self.norm(x)
 
     def forward_features(self, x: torch.Tensor | BeatTokens) -> torch.Tensor:
@@ -230,10 +254,17 @@ class BeatTransformer(Encoder):
         `(batch, width)`.
 
         A waveform is tokenized on the CPU on every call; training and embedding passes over a
-        store pass the store's cached tokens (`ecgscale.models.beats.store_tokens`) instead.
+        store pass the store's cached tokens (`ecgscale.models.beats.store_tokens`) instead. The
+        last block computes the CLS output only (the other outputs do not reach it).
         """
         tokens = x if isinstance(x, BeatTokens) else self.tokenize(x)
-        return self.forward_tokens(tokens.to_torch(self.pos_embed.device)).cls
+        return self._grouped(tokens.to_torch(self.pos_embed.device), None, None, True)[:, 0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`forward_features` computed in full (every token's output in every block): what FLOPs
+        are counted on (`ecgscale.models.flops`), so that the count, like the pretext tasks that
+        read every token, does not depend on the CLS-only shortcut."""
+        return self.forward_tokens(self.tokenize(x)).cls
 
     def example_input(self, leads: int, length: int, device: torch.device | str) -> torch.Tensor:
         """A representative record for counting FLOPs: 72 beats/min (a QRS-like 1 mV Gaussian of
