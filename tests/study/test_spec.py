@@ -95,3 +95,70 @@ def test_example_specs_validate_and_plan() -> None:
     ptbxl = load_spec(examples / "ptbxl.yaml")
     assert ptbxl.stores["ptbxl"].path == examples / "stores" / "ptbxl"
     assert len(plan(ptbxl)) == 4 * 4 * 3
+
+
+def _cli_error(capsys, *args: str) -> str:
+    """The one stderr line of `ecgscale ARGS`, which must exit with status 2."""
+    from ecgscale.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ")
+    return err.removeprefix("error: ")
+
+
+def test_duplicate_yaml_keys_are_refused_with_their_path(tmp_path: Path, base_spec, capsys) -> None:
+    text = yaml.safe_dump(dict(base_spec, out="o"), sort_keys=False)
+    path = tmp_path / "s.yaml"
+    path.write_text(text + "label_set: extra\n")  # plain YAML would keep the last value
+    line = text.splitlines().index("label_set: code") + 1
+    last = len(text.splitlines()) + 1
+    message = f"{path}: label_set: duplicate key (lines {line} and {last}); give each key once"
+    assert _cli_error(capsys, "study", "plan", "--no-calibrate", str(path)) == message
+    nested = text.replace("objective: sl\n", "objective: sl\n  lr: 0.01\n  lr: 0.02\n")
+    path.write_text(nested)
+    assert _cli_error(capsys, "study", "run", str(path)).startswith(
+        f"{path}: families[0].lr: duplicate key (lines "
+    )
+    assert not (tmp_path / "o").exists()  # refused before anything is written
+    path.write_text("a: &x {b: 1}\nc: *x\nd: [*x, *x]\n")  # an alias used twice is no duplicate
+    with pytest.raises(ConfigError, match=r"s\.yaml: name: Field required"):
+        load_spec(path)
+
+
+def test_duplicate_family_names_are_refused(base_spec) -> None:
+    family = base_spec["families"][0]
+    other = dict(family, model="beat_transformer", sizes=[0])
+    bad = dict(base_spec, families=[family, dict(family, objective="cmsc"), other])
+    assert _error(bad) == (
+        "s.yaml: families: duplicate name 'ResNet-SL' at [0] and [1]; give each family its own name"
+    )
+    renamed = [family, dict(family, name="ResNet-SSL", objective="cmsc")]
+    assert len(plan(parse_spec(dict(base_spec, families=renamed)))) == 4
+
+
+def test_an_unknown_label_set_is_refused_at_plan_time(tmp_path: Path, base_spec, capsys) -> None:
+    from ecgscale.data.prepare import synthesize
+    from ecgscale.data.synth import SynthConfig
+
+    assert _error(dict(base_spec, label_set="superdiagnostic")) == (
+        "s.yaml: label_set: unknown label set 'superdiagnostic' of store 'source'; "
+        "expected one of: code, extra"
+    )
+    store = tmp_path / "store"
+    synthesize(24, store, SynthConfig(fs=100.0, length=1000))
+    prepared = dict(base_spec, stores={"source": {"path": "store"}}, ood=[], out="o")
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(dict(prepared, label_set="rhythm")))
+    for command in (["plan", "--no-calibrate"], ["run"]):
+        assert _cli_error(capsys, "study", *command, str(path)) == (
+            f"{path}: label_set: unknown label set 'rhythm' of store 'source'; "
+            "expected one of: code, extra"
+        )
+    assert not (tmp_path / "o").exists()
+    path.write_text(yaml.safe_dump(dict(prepared, label_set="extra")))
+    assert load_spec(path).stores["source"].path == store  # relative to the file
+    missing = dict(prepared, stores={"source": {"path": str(tmp_path / "later")}})
+    assert parse_spec(dict(missing, label_set="rhythm")).label_set == "rhythm"  # not there yet

@@ -10,7 +10,7 @@ from typing import Any
 from ecgscale.data.preprocess import PreprocessConfig, filter_signal
 from ecgscale.data.readers import Skip, get_reader
 from ecgscale.data.store import Store, StoreWriter
-from ecgscale.data.synth import CODE_LABELS, EXTRA_LABELS, SynthConfig, iter_synthetic
+from ecgscale.data.synth import LABEL_SETS, SynthConfig, iter_synthetic
 from ecgscale.errors import ConfigError
 
 Progress = Callable[[int], None]
@@ -76,7 +76,7 @@ def synthesize(
         config,
         records,
         name="synthetic",
-        label_sets={"code": list(CODE_LABELS), "extra": list(EXTRA_LABELS)},
+        label_sets={name: list(labels) for name, labels in LABEL_SETS.items()},
         provenance={"generator": "ecgscale.data.synth", "synth": synth.model_dump()},
         stratify_on="code",
         seed=synth.seed,

@@ -36,6 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 CODE_LABELS: tuple[str, ...] = ("1dAVb", "RBBB", "LBBB", "SB", "AF", "ST")
 EXTRA_LABELS: tuple[str, ...] = ("LVH", "LQT")
+LABEL_SETS: dict[str, tuple[str, ...]] = {"code": CODE_LABELS, "extra": EXTRA_LABELS}
+"""The label sets of a synthetic store (`ecgscale.data.prepare.synthesize`)."""
 BATCH = 128
 
 # Independent leads I, II, V1-V6; the 12 standard leads are a fixed linear map of these.

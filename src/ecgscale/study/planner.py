@@ -136,9 +136,9 @@ def store_info(spec: StudySpec) -> StoreInfo:
     prepared (`path`), from its configuration when the study generates it (`synth`)."""
     store = spec.stores[spec.pretrain_store]
     if store.synth is not None:
-        from ecgscale.data.synth import CODE_LABELS, EXTRA_LABELS
+        from ecgscale.data.synth import LABEL_SETS
 
-        classes = {"code": CODE_LABELS, "extra": EXTRA_LABELS}.get(spec.label_set, ())
+        classes = LABEL_SETS.get(spec.label_set, ())
         synth = store.synth
         return StoreInfo(synth.fs, synth.length, 12, round(0.8 * synth.records), classes)
     from ecgscale.data.store import Store

@@ -3,9 +3,9 @@
 A study pre-trains every (family, size, data fraction, label-set size, seed) combination on one
 store, evaluates each model in distribution (ID) and by linear probes on out-of-distribution (OOD)
 tasks, and fits scaling laws to the results. Stores are either prepared folders (`path`) or
-synthetic ones that the study generates (`synth`). Every key is validated: an unknown key, a wrong
-type, or an unknown model, objective, task or label set is reported with its path in the file and
-the allowed values.
+synthetic ones that the study generates (`synth`). Every key is validated: an unknown or duplicate
+key, a wrong type, two families of one name, or an unknown model, objective, task or label set is
+reported with its path in the file and the allowed values.
 """
 
 from __future__ import annotations
@@ -197,6 +197,19 @@ class StudySpec(_Strict):
             raise ValueError(f"data fractions must be in (0, 1], got {value}")
         return sorted(set(value))
 
+    @field_validator("families")
+    @classmethod
+    def _unique_families(cls, value: list[FamilySpec]) -> list[FamilySpec]:
+        first: dict[str, int] = {}
+        for k, family in enumerate(value):
+            if family.name in first:
+                raise ValueError(
+                    f"duplicate name {family.name!r} at [{first[family.name]}] and [{k}]; "
+                    "give each family its own name"
+                )
+            first[family.name] = k
+        return value
+
     @model_validator(mode="after")
     def _references(self) -> StudySpec:
         names = ", ".join(self.stores)
@@ -215,10 +228,14 @@ def _location(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def parse_spec(data: dict[str, Any], source: str = "spec") -> StudySpec:
-    """Validate a spec mapping; errors become one `ConfigError` line with the key's path."""
+def parse_spec(data: dict[str, Any], source: str = "spec", base: Path | None = None) -> StudySpec:
+    """Validate a spec mapping; errors become one `ConfigError` line with the key's path.
+
+    Relative store paths and `out` are taken relative to `base` when it is given. The label set
+    is checked against the pre-training store's label sets (`_check_label_set`).
+    """
     try:
-        return StudySpec.model_validate(data)
+        spec = StudySpec.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = _location(tuple(p for p in err["loc"] if p not in ("function-after",)))
@@ -231,6 +248,44 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> StudySpec:
             message += f" (got {err['input']!r})"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ConfigError(f"{source}: {where or 'top level'}: {message}{more}") from None
+    if base is not None:
+        spec = _relative_to(spec, base)
+    _check_label_set(spec, source)
+    return spec
+
+
+def _relative_to(spec: StudySpec, base: Path) -> StudySpec:
+    """`spec` with its relative store paths and `out` taken relative to `base`."""
+    stores = {
+        k: v.model_copy(update={"path": base / v.path})
+        if v.path and not v.path.is_absolute()
+        else v
+        for k, v in spec.stores.items()
+    }
+    out = spec.out if spec.out.is_absolute() else base / spec.out
+    return spec.model_copy(update={"stores": stores, "out": out})
+
+
+def _check_label_set(spec: StudySpec, source: str) -> None:
+    """Refuse a `label_set` that the pre-training store lacks: a synthetic store has the sets of
+    `ecgscale.data.synth.LABEL_SETS`, a prepared one those of its manifest (a store that does not
+    exist yet is checked when the study opens it)."""
+    store = spec.stores[spec.pretrain_store]
+    if store.synth is not None:
+        from ecgscale.data.synth import LABEL_SETS
+
+        names = list(LABEL_SETS)
+    elif store.path is not None and store.path.exists():
+        from ecgscale.data.store import Store
+
+        names = list(Store(store.path).label_sets)
+    else:
+        return
+    if spec.label_set not in names:
+        raise ConfigError(
+            f"{source}: label_set: unknown label set {spec.label_set!r} of store "
+            f"{spec.pretrain_store!r}; expected one of: {', '.join(names) or 'none'}"
+        )
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel]:
@@ -254,18 +309,46 @@ def load_spec(path: str | Path) -> StudySpec:
     if not path.is_file():
         raise UserError(f"{path}: no such study file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = _read_yaml(path.read_text(), str(path))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of study settings at the top level")
-    spec = parse_spec(data, str(path))
-    base = path.parent
-    stores = {
-        k: v.model_copy(update={"path": base / v.path})
-        if v.path and not v.path.is_absolute()
-        else v
-        for k, v in spec.stores.items()
-    }
-    out = spec.out if spec.out.is_absolute() else base / spec.out
-    return spec.model_copy(update={"stores": stores, "out": out})
+    return parse_spec(data, str(path), base=path.parent)
+
+
+def _read_yaml(text: str, source: str) -> Any:
+    """The YAML document in `text` (safe types only); a key given twice in one mapping is a
+    `ConfigError` naming its path and lines, where plain YAML would keep the last value."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_unique_keys(node, (), source, set())
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _check_unique_keys(node: yaml.Node, loc: tuple[Any, ...], source: str, seen: set[int]) -> None:
+    """Walk the composed document (each node once: aliases share nodes and may nest)."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for k, item in enumerate(node.value):
+            _check_unique_keys(item, (*loc, k), source, seen)
+    elif isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue
+            line = key.start_mark.line + 1
+            if key.value in lines:
+                raise ConfigError(
+                    f"{source}: {_location((*loc, key.value))}: duplicate key "
+                    f"(lines {lines[key.value]} and {line}); give each key once"
+                )
+            lines[key.value] = line
+            _check_unique_keys(value, (*loc, key.value), source, seen)
