@@ -127,6 +127,28 @@ def test_label_scaling_through_the_cli(tmp_path: Path, capsys, monkeypatch) -> N
     assert "to match a 10x increase in n_labels of frequent, tail needs" in capsys.readouterr().out
 
 
+def test_fit_says_how_many_rows_without_a_target_value_it_drops(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setattr(fit_cli.console, "width", 250)
+    table = pd.read_csv(_results(tmp_path / "results.csv"))
+    gone = ((table["objective"] == "supervised") & (table["task"] == "mi")) | (table.index == 0)
+    table.loc[gone, "ood_loss"] = np.nan
+    path = tmp_path / "holes.csv"
+    table.to_csv(path, index=False)
+    out = tmp_path / "fits.json"
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", str(path), "--n-boot", "50", "--out", str(out)])
+    assert exc.value.code == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "dropped" in line]
+    assert lines == ["dropped 6 of 42 rows without a value of ood_loss (rows per task: af 1, mi 5)"]
+    groups = {g["label"]: g["n_runs"] for g in json.loads(out.read_text())["groups"]}
+    assert groups == {"resnet/cmsc": 16, "resnet/supervised": 5}  # every run is still fitted
+    with pytest.raises(SystemExit):
+        main(["fit", str(path), "--target", "id_loss", "--n-boot", "50"])
+    assert "dropped" not in capsys.readouterr().out
+
+
 def test_fit_errors_are_one_line(tmp_path: Path, capsys) -> None:
     table = _results(tmp_path / "results.csv", tiny_group=True)
     cases = [

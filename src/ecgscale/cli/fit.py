@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ecgscale.scaling.analyze import GroupAnalysis, compare_groups, fit_results, write_json
 from ecgscale.scaling.fits import Estimate, JointFit
-from ecgscale.scaling.table import load_results
+from ecgscale.scaling.table import load_results, missing_by_task
 
 console = Console()
 
@@ -151,6 +151,14 @@ def register(app: typer.Typer) -> None:
                 progress=lambda label: bar.update(task, description=f"fitting {label}"),
             )
             comparisons = compare_groups(analyses)
+        missing = missing_by_task(table, target)
+        if missing:
+            tasks = ", ".join(f"{task} {n}" for task, n in missing.items())
+            console.print(
+                f"dropped {sum(missing.values())} of {len(table)} rows without a value of "
+                f"{target} (rows per task: {tasks})",
+                highlight=False,
+            )
         console.print(_fits_table(analyses, target))
         for extra in (_derived_table(analyses), _transfer_table(analyses)):
             if extra is not None:

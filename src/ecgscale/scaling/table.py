@@ -177,6 +177,13 @@ def validate_results(df: pd.DataFrame, source: str = "results table") -> pd.Data
     return out.reset_index(drop=True)
 
 
+def missing_by_task(table: pd.DataFrame, column: str) -> dict[str, int]:
+    """Rows of a validated results table without a value (NaN) in `column`, counted per task
+    (sorted by task; empty when every row has one)."""
+    missing = table.loc[table[column].isna(), "task"]
+    return {str(task): int(n) for task, n in missing.value_counts().sort_index().items()}
+
+
 def _first(mask: pd.Series) -> int:
     """Position of the first True in `mask` (a row number of the table, 0-based)."""
     return int(np.flatnonzero(mask.to_numpy())[0])
