@@ -55,22 +55,31 @@ def prepare_cmd(
         str | None,
         typer.Option(help="Use this family's default contract: " + ", ".join(FAMILY_DEFAULTS)),
     ] = None,
-    fs: Annotated[float | None, typer.Option(help="Sampling rate in Hz.")] = None,
-    length: Annotated[int | None, typer.Option(help="Samples per record.")] = None,
+    fs: Annotated[
+        float | None, typer.Option(help="Sampling rate in Hz [default: the family's].")
+    ] = None,
+    length: Annotated[
+        int | None, typer.Option(help="Samples per record [default: the family's].")
+    ] = None,
     highpass: Annotated[float, typer.Option(help="High-pass cut-off in Hz (0: none).")] = 0.5,
     lowpass: Annotated[float, typer.Option(help="Low-pass cut-off in Hz (0: none).")] = 0.0,
     rate: Annotated[
-        int | None, typer.Option(help="Source rate where a dataset has several.")
+        int | None,
+        typer.Option(help="Source rate where a dataset has several [default: the reader's]."),
     ] = None,
     scoring: Annotated[
-        Path | None, typer.Option(help="physionet2021: folder of the official scoring tables.")
+        Path | None,
+        typer.Option(help="physionet2021: folder of the official scoring tables [default: none]."),
     ] = None,
     outcomes: Annotated[
-        Path | None, typer.Option(help="mimic_iv_ecg: CSV keyed by study_id or subject_id.")
+        Path | None,
+        typer.Option(help="mimic_iv_ecg: CSV keyed by study_id or subject_id [default: none]."),
     ] = None,
     option: Annotated[
         list[str] | None,
-        typer.Option("--option", "-o", help="Reader option KEY=VALUE (repeatable)."),
+        typer.Option(
+            "--option", "-o", help="Reader option KEY=VALUE (repeatable) [default: none]."
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of folds when the source has none.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing store.")] = False,

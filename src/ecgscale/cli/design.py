@@ -109,10 +109,13 @@ def analyze_cmd(
     ] = None,
     budgets: Annotated[
         str | None,
-        typer.Option(help="Forward FLOPs per record to recommend networks for [1e7,1e8,1e9]."),
+        typer.Option(
+            help="Forward FLOPs per record to recommend networks for [default: 1e7,1e8,1e9]."
+        ),
     ] = None,
     metric: Annotated[
-        str | None, typer.Option(help="Metric of task id [challenge2021 if recorded, else auroc].")
+        str | None,
+        typer.Option(help="Metric of task id [default: challenge2021 if recorded, else auroc]."),
     ] = None,
     surrogate: Annotated[str, typer.Option(help="gbr (gradient boosting) or rf.")] = "gbr",
     boot: Annotated[int, typer.Option(help="Bootstrap refits for the SHAP intervals.")] = 100,

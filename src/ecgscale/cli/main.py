@@ -19,6 +19,24 @@ app = typer.Typer(
 )
 err_console = Console(stderr=True)
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from ecgscale import __version__
+
+        typer.echo(f"ecgscale {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Controlled scaling-law studies of ECG models."""
+
+
 # Command-group modules under ecgscale.cli; each exposes `register(app: typer.Typer) -> None`.
 _COMMAND_GROUPS: tuple[str, ...] = (
     "data",

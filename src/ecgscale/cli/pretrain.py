@@ -18,6 +18,7 @@ import yaml
 from rich.console import Console
 
 from ecgscale.errors import ConfigError
+from ecgscale.train.config import TrainConfig
 
 console = Console()
 
@@ -44,6 +45,11 @@ def _key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
     return out
 
 
+def _default(field: str) -> str:
+    """`TrainConfig`'s default of `field` for `--help`."""
+    return str(TrainConfig.model_fields[field].get_default(call_default_factory=True))
+
+
 def _base(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
@@ -56,46 +62,112 @@ def _base(path: Path | None) -> dict[str, Any]:
 
 
 def pretrain_cmd(
-    model: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
-    objective: Annotated[str | None, typer.Option(help="Objective: sl, cmsc or masked.")] = None,
-    data: Annotated[Path | None, typer.Option(help="Store directory to train on.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Run directory to write.")] = None,
-    label_set: Annotated[str | None, typer.Option(help="Label set (needed by sl).")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Budget: passes over the data.")] = None,
-    samples: Annotated[int | None, typer.Option(help="Budget: training records seen.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model family or size (resnet-200K). Required (here or in --config)."),
+    ] = None,
+    objective: Annotated[
+        str | None,
+        typer.Option(help="Objective: sl, cmsc or masked. Required (here or in --config)."),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Store directory to train on. Required (here or in --config)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory to write. Required (here or in --config).")
+    ] = None,
+    label_set: Annotated[
+        str | None,
+        typer.Option(help="Label set (needed by sl).", show_default=_default("label_set")),
+    ] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(help="Budget: passes over the data.", show_default=_default("epochs")),
+    ] = None,
+    samples: Annotated[
+        int | None,
+        typer.Option(help="Budget: training records seen.", show_default=_default("samples")),
+    ] = None,
     patience: Annotated[
-        int | None, typer.Option(help="Early stopping: epochs without a better val loss.")
+        int | None,
+        typer.Option(
+            help="Early stopping: epochs without a better val loss.",
+            show_default=_default("patience"),
+        ),
     ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Global batch size.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW).")] = None,
-    weight_decay: Annotated[float | None, typer.Option(help="AdamW weight decay.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Global batch size.", show_default=_default("batch_size"))
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Peak learning rate (AdamW).", show_default=_default("lr"))
+    ] = None,
+    weight_decay: Annotated[
+        float | None,
+        typer.Option(help="AdamW weight decay.", show_default=_default("weight_decay")),
+    ] = None,
     warmup_fraction: Annotated[
-        float | None, typer.Option(help="Fraction of steps of linear warm-up.")
+        float | None,
+        typer.Option(
+            help="Fraction of steps of linear warm-up.", show_default=_default("warmup_fraction")
+        ),
     ] = None,
-    grad_clip: Annotated[float | None, typer.Option(help="Gradient norm clip.")] = None,
+    grad_clip: Annotated[
+        float | None, typer.Option(help="Gradient norm clip.", show_default=_default("grad_clip"))
+    ] = None,
     data_fraction: Annotated[
-        float | None, typer.Option(help="Fraction of training patients (nested subsets).")
+        float | None,
+        typer.Option(
+            help="Fraction of training patients (nested subsets).",
+            show_default=_default("data_fraction"),
+        ),
     ] = None,
-    data_seed: Annotated[int | None, typer.Option(help="Seed of the data subsets.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the run.")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N.")] = None,
-    bf16: Annotated[bool | None, typer.Option("--bf16", help="bf16 autocast (CUDA).")] = None,
+    data_seed: Annotated[
+        int | None,
+        typer.Option(help="Seed of the data subsets.", show_default=_default("data_seed")),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the run.", show_default=_default("seed"))
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cpu, cuda or cuda:N.", show_default=_default("device"))
+    ] = None,
+    bf16: Annotated[
+        bool | None,
+        typer.Option("--bf16", help="bf16 autocast (CUDA).", show_default=_default("bf16")),
+    ] = None,
     compile_: Annotated[
-        bool | None, typer.Option("--compile", help="torch.compile the encoder (CUDA).")
+        bool | None,
+        typer.Option(
+            "--compile", help="torch.compile the encoder (CUDA).", show_default=_default("compile")
+        ),
     ] = None,
     checkpoint_every: Annotated[
-        int | None, typer.Option(help="Steps between mid-epoch checkpoints (0: epochs only).")
+        int | None,
+        typer.Option(
+            help="Steps between mid-epoch checkpoints (0: epochs only).",
+            show_default=_default("checkpoint_every"),
+        ),
     ] = None,
     model_config: Annotated[
         list[str] | None,
-        typer.Option("--model-config", "-m", help="Model option KEY=VALUE (repeatable)."),
+        typer.Option(
+            "--model-config",
+            "-m",
+            help="Model option KEY=VALUE (repeatable) [default: the size's].",
+        ),
     ] = None,
     objective_option: Annotated[
         list[str] | None,
-        typer.Option("--objective-option", "-O", help="Objective option KEY=VALUE (repeatable)."),
+        typer.Option(
+            "--objective-option",
+            "-O",
+            help="Objective option KEY=VALUE (repeatable) [default: none].",
+        ),
     ] = None,
     config: Annotated[
-        Path | None, typer.Option(help="YAML/JSON file of TrainConfig fields (a base).")
+        Path | None,
+        typer.Option(help="YAML/JSON file of TrainConfig fields (a base) [default: none]."),
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a run in --out.")] = False,
@@ -103,7 +175,7 @@ def pretrain_cmd(
 ) -> None:
     """Pre-train an encoder with an objective on a store; writes checkpoints, a metrics log and
     result.json to --out."""
-    from ecgscale.train import TrainConfig, pretrain
+    from ecgscale.train import pretrain
 
     fields = _base(config)
     given = {

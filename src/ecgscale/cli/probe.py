@@ -81,7 +81,10 @@ def probe_cmd(
     draws: Annotated[int, typer.Option(help="Draws per label fraction below 1.")] = 3,
     seed: Annotated[int, typer.Option(help="Seed of the label-fraction draws.")] = 0,
     c_grid: Annotated[
-        str | None, typer.Option(help="Inverse L2 strengths, e.g. 0.001,0.01,0.1,1,10.")
+        str | None,
+        typer.Option(
+            help="Inverse L2 strengths, e.g. 0.001,0.01,1 [default: 1e-4-10, 11 log steps]."
+        ),
     ] = None,
     scoring: Annotated[
         Path | None,

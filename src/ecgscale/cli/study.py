@@ -38,11 +38,11 @@ def plan_cmd(
     """Print every run with its estimated N, D and compute, the total compute and the estimated
     wall time before anything starts."""
     from ecgscale.study import calibrate as cal
-    from ecgscale.study.planner import estimate, plan, store_info
-    from ecgscale.study.spec import load_spec
+    from ecgscale.study.planner import estimate, store_info
+    from ecgscale.study.study import Study
 
-    spec = load_spec(spec_path)
-    runs = plan(spec)
+    study = Study.from_yaml(spec_path)
+    spec, runs = study.spec, study.plan()
     info = store_info(spec)
     rows = estimate(runs, info)
     calibration = cal.calibrate(spec, runs, rows, info) if calibrate else None
@@ -99,12 +99,10 @@ def _span(values: list[int]) -> str:
 
 
 def _run(spec_path: Path) -> None:
-    from ecgscale.study.runner import run_study
-    from ecgscale.study.spec import load_spec
+    from ecgscale.study.study import Study
 
-    spec = load_spec(spec_path)
     start = time.perf_counter()
-    results = run_study(spec)
+    results = Study.from_yaml(spec_path).run()
     runs = results.runs()
     failed = runs[runs["status"] == "failed"]
     console.print(
@@ -130,11 +128,10 @@ def resume_cmd(spec_path: SpecArg) -> None:
 @study_app.command("status")
 def status_cmd(spec_path: SpecArg) -> None:
     """Counts of planned, running, done and failed runs, and the errors of failed ones."""
-    from ecgscale.study.runner import results_of
-    from ecgscale.study.spec import load_spec
+    from ecgscale.study.study import Study
 
-    spec = load_spec(spec_path)
-    runs = results_of(spec).runs()
+    study = Study.from_yaml(spec_path)
+    spec, runs = study.spec, study.results().runs()
     counts = runs["status"].value_counts().to_dict()
     console.print(
         f"study {spec.name}: {len(runs)} runs: "
@@ -149,7 +146,9 @@ def status_cmd(spec_path: SpecArg) -> None:
 @study_app.command("export")
 def export_cmd(
     spec_path: SpecArg,
-    out: Annotated[Path | None, typer.Option(help="File (.parquet or .csv).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="File (.parquet or .csv) [default: OUT/results.parquet].")
+    ] = None,
     labels: Annotated[
         bool,
         typer.Option(
@@ -160,11 +159,10 @@ def export_cmd(
     ] = False,
 ) -> None:
     """Write the finished runs in the scaling-fit schema (one row per run x task)."""
-    from ecgscale.study.runner import results_of
-    from ecgscale.study.spec import load_spec
+    from ecgscale.study.study import Study
 
-    spec = load_spec(spec_path)
-    results = results_of(spec)
+    study = Study.from_yaml(spec_path)
+    spec, results = study.spec, study.results()
     table = results.label_table() if labels else results.table()
     if labels and table.empty:
         raise UserError(f"study {spec.name}: no finished label-scaling runs in {results.path}")
@@ -181,14 +179,12 @@ def export_cmd(
 
 def report_cmd(
     spec_path: SpecArg,
-    out: Annotated[Path | None, typer.Option(help="Report folder.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Report folder [default: OUT/report].")] = None,
 ) -> None:
     """Fit the scaling laws of a study and write its HTML report and figures."""
-    from ecgscale.report.html import write_report
-    from ecgscale.study.spec import load_spec
+    from ecgscale.study.study import Study
 
-    spec = load_spec(spec_path)
-    path = write_report(spec, out or spec.out / "report")
+    path = Study.from_yaml(spec_path).report(out)
     console.print(f"report: {path}")
 
 

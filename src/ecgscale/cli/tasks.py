@@ -23,10 +23,12 @@ def register(app: typer.Typer) -> None:
 def list_cmd(
     root: Annotated[
         Path | None,
-        typer.Option(help="Folder of prepared stores, one per dataset (ROOT/<dataset>)."),
+        typer.Option(
+            help="Folder of prepared stores, one per dataset (ROOT/<dataset>) [default: none]."
+        ),
     ] = None,
     file: Annotated[
-        list[Path] | None, typer.Option(help="Extra task YAML file (repeatable).")
+        list[Path] | None, typer.Option(help="Extra task YAML file (repeatable) [default: none].")
     ] = None,
 ) -> None:
     """Show every task; with --root, its records (train/val/test) and classes instead of its

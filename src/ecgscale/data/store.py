@@ -313,6 +313,11 @@ class Store:
             raise DataError(f"{self.path}: row counts of signals, meta and manifest disagree")
         self.scale = float(self.manifest["scale"])
 
+    @classmethod
+    def open(cls, path: str | Path) -> Store:
+        """The store at `path` (the same as `Store(path)`)."""
+        return cls(path)
+
     def __len__(self) -> int:
         return len(self.meta)
 

@@ -73,6 +73,8 @@ class ProbeResult:
         n_train, n_val, n_test: records per split.
         test_outputs: test probabilities `(test, labels)` / `(test, classes)`, or predictions in
             target units `(test, targets)` for regression; not part of equality.
+        outputs: the fitted probe as a function of raw features (`outputs(features)` gives what
+            `test_outputs` holds for any records); not part of equality.
     """
 
     kind: str
@@ -91,6 +93,41 @@ class ProbeResult:
     n_val: int
     n_test: int
     test_outputs: np.ndarray = field(compare=False, repr=False)
+    outputs: LinearOutputs = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class LinearOutputs:
+    """A fitted probe: raw features `(records, dim)` -> probabilities or target-unit predictions.
+
+    Features are standardised with `mean` and `scale`, then `x @ weight + bias` gives the logits of
+    the `fitted` columns (regression: the predictions); the other columns get `fill` (the
+    Jeffreys prior per label; for multi-class, the share of each class absent in training).
+    """
+
+    kind: str
+    mean: np.ndarray
+    scale: np.ndarray
+    weight: np.ndarray
+    bias: np.ndarray
+    fitted: np.ndarray
+    fill: np.ndarray
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        return self.standardised((np.asarray(features, dtype=np.float64) - self.mean) / self.scale)
+
+    def standardised(self, x: np.ndarray) -> np.ndarray:
+        """The outputs of already standardised features."""
+        logits = x @ self.weight + self.bias
+        if self.kind == "regression":
+            return logits
+        probs = np.broadcast_to(self.fill, (len(x), len(self.fill))).copy()
+        if self.kind == "multiclass":
+            z = np.exp(logits - logits.max(axis=1, keepdims=True))
+            probs[:, self.fitted] = (1.0 - self.fill.sum()) * z / z.sum(axis=1, keepdims=True)
+        else:
+            probs[:, self.fitted] = 1.0 / (1.0 + np.exp(-logits))
+        return probs
 
 
 @dataclass(frozen=True)
@@ -422,11 +459,14 @@ def linear_probe(
 
     x_tr, x_va, x_te = rows(train), rows(val), rows(test)
     if kind == "regression":
-        return _ridge_probe(x_tr, x_va, x_te, y[train], y[val], y[test], grid, label_names)
+        return _ridge_probe(
+            x_tr, x_va, x_te, y[train], y[val], y[test], grid, label_names, (mean, scale)
+        )
     return _logistic_probe(
         kind, x_tr, x_va, x_te, y[train], y[val], y[test], grid, label_names,
         n_classes=int(y.max()) + 1 if kind == "multiclass" and n_classes is None else n_classes,
         solver=_Solver(patience, path_dtype, path_tol, tol, max_iter),
+        standardisation=(mean, scale),
     )  # fmt: skip
 
 
@@ -451,6 +491,7 @@ def _logistic_probe(
     *,
     n_classes: int | None,
     solver: _Solver,
+    standardisation: tuple[np.ndarray, np.ndarray],
 ) -> ProbeResult:
     n_tr = len(x_tr)
     if kind == "multiclass":
@@ -481,20 +522,13 @@ def _logistic_probe(
         weight, bias = np.zeros((x_tr.shape[1], fitted.size)), np.zeros(fitted.size)
         best, val_losses = 0, ()
 
-    def predict(x: np.ndarray) -> np.ndarray:
-        logits = x @ weight + bias
-        if kind == "multiclass":
-            absent = 0.5 / (n_tr + 0.5 * k)
-            probs = np.full((len(x), k), absent)
-            z = np.exp(logits - logits.max(axis=1, keepdims=True))
-            share = 1.0 - absent * (k - fitted.size)
-            probs[:, fitted] = share * z / z.sum(axis=1, keepdims=True)
-            return probs
-        probs = np.broadcast_to(_jeffreys(counts, n_tr), (len(x), k)).copy()
-        probs[:, fitted] = 1.0 / (1.0 + np.exp(-logits))
-        return probs
-
-    p_va, p_te = predict(x_va), predict(x_te)
+    if kind == "multiclass":
+        fill = np.full(k, 0.5 / (n_tr + 0.5 * k))
+        fill[fitted] = 0.0
+    else:
+        fill = _jeffreys(counts, n_tr)
+    outputs = LinearOutputs(kind, *standardisation, weight, bias, fitted, fill)
+    p_va, p_te = outputs.standardised(x_va), outputs.standardised(x_te)
     val_loss, test_loss = _probability_loss(kind, y_va, p_va), _probability_loss(kind, y_te, p_te)
     metrics, per_class, skipped, thresholds = _classification_metrics(kind, y_te, p_te, y_va, p_va)
     return ProbeResult(
@@ -514,6 +548,7 @@ def _logistic_probe(
         n_val=len(x_va),
         n_test=len(x_te),
         test_outputs=p_te,
+        outputs=outputs,
     )
 
 
@@ -542,6 +577,7 @@ def _ridge_probe(
     y_te: np.ndarray,
     grid: list[float],
     label_names: Sequence[str] | None,
+    standardisation: tuple[np.ndarray, np.ndarray],
 ) -> ProbeResult:
     """Ridge on standardised targets: `W = (X'X + I/C)^-1 X'y` via one eigendecomposition."""
     y_mean, y_scale = _standardise(y_tr, np.arange(len(y_tr)))
@@ -555,7 +591,11 @@ def _ridge_probe(
         losses.append(float(((va_basis @ coef - t_va) ** 2).mean()))
     best = int(np.argmin(losses))
     weight = eigvec @ (projected / (np.maximum(eigval, 0.0) + 1.0 / grid[best])[:, None])
-    pred_te = (x_te @ weight) * y_scale + y_mean
+    targets = np.arange(y_tr.shape[1])
+    outputs = LinearOutputs(
+        "regression", *standardisation, weight * y_scale, y_mean, targets, np.empty(0)
+    )
+    pred_te = outputs.standardised(x_te)
     test_loss = float((((pred_te - y_te) / y_scale) ** 2).mean())
     metrics = {
         "mae": _defined(M.mae(y_te, pred_te)),
@@ -579,6 +619,7 @@ def _ridge_probe(
         n_val=len(x_va),
         n_test=len(x_te),
         test_outputs=pred_te,
+        outputs=outputs,
     )
 
 

@@ -8,8 +8,16 @@ parameters only.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
 import torch
 from torch import nn
+
+from ecgscale.errors import UserError
+
+if TYPE_CHECKING:
+    from ecgscale.data.store import Store
 
 
 class Encoder(nn.Module):
@@ -30,6 +38,29 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)
+
+    @torch.inference_mode()
+    def embed(
+        self,
+        data: Store | np.ndarray | torch.Tensor,
+        *,
+        batch_size: int = 256,
+        device: str | torch.device = "cpu",
+    ) -> np.ndarray:
+        """Float32 `(records, embed_dim)` embeddings, in eval mode, of every record of a store
+        or of an array `(records, leads, samples)` in mV (at the rate the model was trained at)."""
+        from ecgscale.data.store import Store
+        from ecgscale.evaluate.embeddings import encode
+
+        self.to(device)
+        if isinstance(data, Store):
+            return encode(self, data, np.arange(len(data)), batch_size, device=device)
+        self.eval()
+        x = torch.as_tensor(np.asarray(data, dtype=np.float32))
+        if x.ndim != 3:
+            raise UserError(f"embed: expected (records, leads, samples), got {tuple(x.shape)}")
+        parts = [self.forward_features(b.to(device)).float().cpu() for b in x.split(batch_size)]
+        return torch.cat(parts).numpy() if parts else np.empty((0, self.embed_dim), np.float32)
 
 
 def count_parameters(module: nn.Module) -> int:

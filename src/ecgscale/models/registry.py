@@ -1,5 +1,8 @@
 """Model registry: `create_model(name, **config)`, `list_models()` and each family's size ladder.
 
+Names are a family ("resnet") or, timm-style, a family and a size ("resnet-200K", "resnet-5K"):
+`resolve_model` turns the second form into the family and the ladder config of that size.
+
 A family registers itself with one decorator in its own module:
 
     @register_model("resnet", ladder=resnet_ladder, default_fs=400.0, default_length=4096)
@@ -12,7 +15,9 @@ config that reaches it) for the default targets (20K-200M, half a decade apart) 
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,17 +92,40 @@ def get_spec(name: str) -> ModelSpec:
     return _REGISTRY[name]
 
 
-def list_models() -> list[str]:
-    """Names of all registered models, sorted."""
+def list_models(pattern: str = "*", *, sizes: bool = False) -> list[str]:
+    """Names of the registered families matching the shell-style `pattern`, sorted; with `sizes`,
+    each family followed by the points of its default ladder ("resnet-20K", ...)."""
     _load_families()
-    return sorted(_REGISTRY)
+    literal = re.split(r"[*?\[]", pattern, maxsplit=1)[0]  # sizes of other families cannot match
+    names = []
+    for name in sorted(_REGISTRY):
+        names.append(name)
+        prefix = f"{name}-"
+        could_match = prefix.startswith(literal) or literal.startswith(prefix)
+        if sizes and could_match and _REGISTRY[name].ladder is not None:
+            names += [p.name for p in ladder(name)]
+    return fnmatch.filter(names, pattern)
+
+
+def resolve_model(name: str) -> tuple[str, dict[str, Any]]:
+    """`(family, config)` of a model name: a family gives an empty config, "FAMILY-SIZE" the
+    config of that size (`ladder_point`: a ladder point or any parameter count)."""
+    _load_families()
+    if name in _REGISTRY:
+        return name, {}
+    family, sep, _ = name.rpartition("-")
+    if not sep or family not in _REGISTRY:
+        get_spec(name)  # raises the unknown-model error
+    return family, dict(ladder_point(family, name).config)
 
 
 def create_model(name: str, **config: Any) -> Encoder:
-    """Build the encoder `name` with `config` (keyword arguments of its factory)."""
-    spec = get_spec(name)
+    """Build the encoder `name` (a family or "FAMILY-SIZE") with `config` (keyword arguments of
+    its factory, overriding those of the size)."""
+    family, base = resolve_model(name)
+    config = {**base, **config}
     try:
-        return spec.factory(**config)
+        return get_spec(family).factory(**config)
     except TypeError as exc:
         raise ConfigError(f"model {name!r}: invalid configuration {config}: {exc}") from exc
 

@@ -17,7 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ecgscale.errors import ConfigError
-from ecgscale.models.registry import get_spec
+from ecgscale.models.registry import get_spec, resolve_model
 from ecgscale.objectives import check_pairing, resolve_options
 
 
@@ -25,7 +25,8 @@ class TrainConfig(BaseModel):
     """A pre-training run.
 
     Attributes:
-        model: registered model name (`ecgscale.models.registry`).
+        model: registered model name (`ecgscale.models.registry`); a size name such as
+            "resnet-200K" is stored as its family with the size's config under `model_options`.
         model_options: keyword arguments of the model's factory (alias `model_config` in YAML,
             JSON and the CLI; `fs` is filled in from the store for factories that take it).
         objective: registered objective: "sl", "cmsc" or "masked".
@@ -100,6 +101,16 @@ class TrainConfig(BaseModel):
     checkpoint_every: int = Field(0, ge=0)
     prefetch: int = Field(2, ge=0)
     out: Path
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family(cls, data: Any) -> Any:
+        """ "FAMILY-SIZE" -> model FAMILY with the size's config under the given options."""
+        if not isinstance(data, dict) or not isinstance(data.get("model"), str):
+            return data
+        family, config = resolve_model(data["model"])
+        key = "model_options" if "model_options" in data else "model_config"
+        return {**data, "model": family, key: {**config, **(data.get(key) or {})}}
 
     @model_validator(mode="after")
     def _resolve(self) -> TrainConfig:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -52,6 +52,7 @@ from ecgscale.objectives import (
     create_objective,
     get_objective,
 )
+from ecgscale.progress import make_progress
 from ecgscale.train.checkpoint import (
     load_optimizer,
     load_tensors,
@@ -488,7 +489,7 @@ class _Run:
 
     def train(self) -> None:
         state, spe = self.state, self.steps_per_epoch
-        progress = Progress(
+        progress = make_progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
