@@ -91,7 +91,7 @@ class PatchTST(Encoder):
                 f"> 0, got {patch_len}, {stride}, {d_model}, {depth}, {heads}, {mlp_ratio}"
             )
         self.leads, self.patch_len, self.stride, self.d_model = leads, patch_len, stride, d_model
-        self.embed = nn.Linear(patch_len, d_model)
+        self.patch_embed = nn.Linear(patch_len, d_model)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.Sequential(
             *(TransformerBlock(d_model, heads, mlp_ratio, dropout) for _ in range(depth))
@@ -105,7 +105,7 @@ class PatchTST(Encoder):
         x = torch.cat([x, x[..., -1:].expand(-1, -1, self.stride)], dim=-1)
         patches = x.unfold(-1, self.patch_len, self.stride)  # (batch, leads, n, patch_len)
         n = patches.shape[2]
-        tokens = self.embed(patches.reshape(batch * self.leads, n, self.patch_len))
+        tokens = self.patch_embed(patches.reshape(batch * self.leads, n, self.patch_len))
         tokens = self.drop(tokens + sinusoidal_positions(n, self.d_model, tokens.device))
         pooled = self.norm(self.blocks(tokens)).mean(dim=1)  # (batch x leads, d_model)
         return pooled.reshape(batch, self.leads * self.d_model)
