@@ -20,7 +20,7 @@ def _config(**fields) -> TrainConfig:
     [
         ({"epochs": None}, "exactly one of epochs and samples"),
         ({"samples": 100}, "exactly one of epochs and samples"),
-        ({"epochs": None, "samples": 100, "patience": 2}, "patience .* needs an epochs budget"),
+        ({"epochs": None, "samples": 100, "patience": 2}, "patience .* need an epochs budget"),
         ({"bf16": True}, "bf16 is a CUDA-only option"),
         ({"compile": True}, "compile is a CUDA-only option"),
         ({"device": "tpu"}, "device 'tpu'"),
