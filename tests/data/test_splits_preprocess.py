@@ -7,10 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import wfdb
+from scipy import signal as sps
 
 from ecgscale.data.preprocess import (
     STANDARD_LEADS,
     PreprocessConfig,
+    edge_pad_s,
+    filter_signal,
     harmonise_leads,
     pad_or_crop,
     preprocess,
@@ -95,3 +98,31 @@ def test_resample_pad_crop_and_contract() -> None:
     assert out.shape == (12, 4096) and abs(out[:, 500:3500].mean()) < 0.05
     with pytest.raises(DataError, match="NaN"):
         preprocess(np.full((12, 100), np.nan), fs_in, STANDARD_LEADS, PreprocessConfig())
+
+
+def test_high_pass_edges_do_not_depend_on_the_sampling_rate() -> None:
+    """The same band-limited synthetic records at 500 Hz and, every 5th sample, at 100 Hz: the
+    high-passed records agree everywhere, edges included (3 s padding at both rates; measured
+    2e-5 mV apart); with the old fixed 90-sample padding (0.18 s at 500 Hz, 0.9 s at 100 Hz) they
+    differed by 0.13 / 0.16 mV in the first / last second (up to 0.9 mV over 500 records)."""
+    from ecgscale.data.synth import SynthConfig, generate
+
+    raw, _ = generate(20, SynthConfig(fs=500.0, length=5000, seed=5))
+    band = sps.butter(8, 30.0, fs=500.0, output="sos")  # below 50 Hz: every 5th sample is exact
+    x500 = sps.sosfiltfilt(band, raw.astype(np.float64), axis=-1)[..., :4996]
+    x100 = x500[..., ::5]  # the same instants, ending on the same sample
+    config = PreprocessConfig(fs=100.0, length=1000, highpass_hz=0.5)
+    assert edge_pad_s(0.5, 2) == 3.0
+    y500 = filter_signal(x500, 500.0, config)[..., ::5]
+    y100 = filter_signal(x100, 100.0, config)
+    assert np.abs(y500 - y100).max() < 1e-3
+    sos = {fs: sps.butter(2, 0.5, btype="highpass", fs=fs, output="sos") for fs in (100, 500)}
+    old500 = sps.sosfiltfilt(sos[500], x500, axis=-1, padlen=90)[..., ::5]
+    old100 = sps.sosfiltfilt(sos[100], x100, axis=-1, padlen=90)
+    old = np.abs(old500 - old100)
+    assert min(old[..., :100].max(), old[..., -100:].max()) > 0.1
+    # the edge is that of the longest possible padding (the whole record), at either rate
+    whole = sps.sosfiltfilt(sos[100], x100, axis=-1, padlen=x100.shape[-1] - 1)
+    assert np.abs(y100 - whole).max() < 0.01
+    short = filter_signal(x100[..., :150], 100.0, config)  # 1.5 s: padding capped by the record
+    assert short.shape == (20, 12, 150) and np.isfinite(short).all()

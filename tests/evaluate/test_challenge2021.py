@@ -13,6 +13,7 @@ from ecgscale.errors import DataError, UserError
 from ecgscale.evaluate.challenge2021 import (
     NORMAL_CODE,
     ChallengeTables,
+    challenge_metrics,
     challenge_score,
     challenge_statistic,
     load_challenge_tables,
@@ -52,6 +53,63 @@ def _reference_score(tables: ChallengeTables, labels: np.ndarray, outputs: np.nd
     inactive[:, tables.normal_index] = True
     observed, correct, base = reward(outputs), reward(labels), reward(inactive)
     return 0.0 if correct == base else (observed - base) / (correct - base)
+
+
+def _reference_curves(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """AUROC and AUPRC of one class as the official evaluation defines them, written out: counts
+    at every distinct score from the top (plus one above the top), TPR, TNR and PPV there (NaN
+    where a denominator is 0); AUROC is the trapezoid area under TNR over TPR, AUPRC the sum of
+    PPV at each step's end times its TPR step."""
+    cuts = np.r_[scores.max() + 1, np.unique(scores)[::-1]]
+    pos, neg = labels.sum(), (~labels).sum()
+    tpr, tnr, ppv = [], [], []
+    for cut in cuts:
+        tp = int((labels & (scores >= cut)).sum())
+        fp = int((~labels & (scores >= cut)).sum())
+        tpr.append(tp / pos if pos else np.nan)
+        tnr.append((neg - fp) / neg if neg else np.nan)
+        ppv.append(tp / (tp + fp) if tp + fp else np.nan)
+    auroc = auprc = 0.0
+    for j in range(len(cuts) - 1):
+        auroc += 0.5 * (tpr[j + 1] - tpr[j]) * (tnr[j + 1] + tnr[j])
+        auprc += (tpr[j + 1] - tpr[j]) * ppv[j + 1]
+    return auroc, auprc
+
+
+def test_challenge_metrics_follow_the_official_definitions_on_real_labels(
+    tables: ChallengeTables, real_labels: np.ndarray
+) -> None:
+    """All five scores over the 26 scored classes, against the definitions written out per class:
+    classes without an output column (scalar 0) count (AUROC 0.5), a class without positives but
+    with false alarms has F-measure 0, one with neither is left out, as is its AUROC and AUPRC."""
+    rng = np.random.default_rng(21)
+    labels = real_labels
+    scalar = np.clip(0.35 * labels + rng.random(labels.shape) * 0.7, 0, 1).round(2)
+    scalar[:, :3] = 0.0  # three classes the model has no output for
+    binary = scalar >= 0.5
+    binary[:20] = labels[:20]  # exactly right on the first 20 records
+    result = challenge_metrics(tables, labels, binary, scalar)
+    curves = np.array([_reference_curves(labels[:, k], scalar[:, k]) for k in range(26)])
+    np.testing.assert_allclose(result.auroc_per_class, curves[:, 0], rtol=1e-12)
+    np.testing.assert_allclose(result.auprc_per_class, curves[:, 1], rtol=1e-12)
+    assert result.auroc == pytest.approx(np.nanmean(curves[:, 0]), rel=1e-12)
+    assert result.auprc == pytest.approx(np.nanmean(curves[:, 1]), rel=1e-12)
+    present = labels.any(axis=0)
+    assert np.isnan(result.auprc_per_class[~present]).all() and not present.all()
+    assert result.auroc_per_class[:3][present[:3]] == pytest.approx(0.5)
+    tp = (labels & binary).sum(axis=0)
+    either = labels.sum(axis=0) + binary.sum(axis=0)
+    f = np.where(either > 0, 2 * tp / np.maximum(either, 1), np.nan)
+    np.testing.assert_allclose(result.f_measure_per_class, f, rtol=1e-12)
+    assert result.f_measure == pytest.approx(np.nanmean(f), rel=1e-12)
+    assert (result.f_measure_per_class[~present & binary.any(axis=0)] == 0).any()  # false alarms
+    exact = [np.array_equal(a, b) for a, b in zip(labels, binary, strict=True)]
+    assert result.accuracy == np.mean(exact) and result.accuracy >= 20 / len(labels)
+    assert result.challenge == challenge_score(tables, labels, binary)
+    assert set(result.scores()) == {
+        "challenge", "challenge_auroc", "challenge_auprc", "challenge_accuracy",
+        "challenge_f_measure",
+    }  # fmt: skip
 
 
 def test_official_tables_load(tables: ChallengeTables) -> None:

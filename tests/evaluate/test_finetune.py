@@ -14,7 +14,11 @@ import torch
 from ecgscale.data.prepare import prepare
 from ecgscale.data.preprocess import PreprocessConfig
 from ecgscale.errors import ConfigError
-from ecgscale.evaluate.challenge2021 import challenge_score, load_challenge_tables
+from ecgscale.evaluate.challenge2021 import (
+    challenge_metrics,
+    challenge_score,
+    load_challenge_tables,
+)
 from ecgscale.evaluate.finetune import finetune, finetune_rows
 from ecgscale.tasks import get_task
 from ecgscale.train import TrainConfig, pretrain
@@ -122,8 +126,15 @@ def test_challenge_score_of_the_thresholded_outputs(
     codes = store.meta["dx"].to_numpy()[data.rows[data.test]]
     labels = tables.encode_labels([c.split(",") for c in codes])
     decisions = result.test_outputs >= np.asarray(result.thresholds)
-    outputs, _ = tables.encode_outputs(list(result.label_names), decisions)
+    outputs, scores = tables.encode_outputs(
+        list(result.label_names), decisions, result.test_outputs
+    )
     assert result.metrics["challenge"] == pytest.approx(challenge_score(tables, labels, outputs))
+    # the other official scores, over all 26 scored classes (not only the task's kept classes)
+    official = challenge_metrics(tables, labels, outputs, scores)
+    assert official.f_measure_per_class.shape == (26,) and len(result.label_names) < 26
+    for name, value in official.scores().items():
+        assert result.metrics[name] == pytest.approx(value), name
 
 
 def test_bad_options_fail_in_one_line(run_dir: Path, ptbxl_100hz_store) -> None:

@@ -53,6 +53,33 @@ def test_tuned_threshold_reaches_best_f1(multilabel: tuple) -> None:
     assert f1.skipped == (3,)
 
 
+def test_classes_are_kept_or_skipped_as_challenge_2021_defines_them() -> None:
+    """AUROC needs both label values; AUPRC a positive (all positive: 1.0); F1 a positive label or
+    a positive decision (false alarms on a class without positives: 0). Bootstrap statistics at
+    unit weights agree."""
+    y = np.array([[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0]])
+    p = np.array(
+        [[0.9, 0.8, 0.7, 0.1], [0.2, 0.6, 0.2, 0.1], [0.4, 0.3, 0.1, 0.2], [0.6, 0.1, 0.3, 0.3]]
+    )
+    au, ap = M.auroc(y, p), M.auprc(y, p)
+    assert au.skipped == (0, 2, 3) and au.macro == pytest.approx(0.75)
+    assert ap.skipped == (2, 3) and ap.per_class[0] == 1.0
+    assert ap.macro == pytest.approx((1.0 + average_precision_score(y[:, 1], p[:, 1])) / 2)
+    f1 = M.f1_at_thresholds(y, p, np.array([0.5, 0.5, 0.5, 0.5]))
+    # label 0: TP 2, FN 2 -> 2/3; label 1: TP 1, FP 1, FN 1 -> 1/2; label 2: one false alarm -> 0;
+    # label 3: no positive label or decision -> skipped
+    np.testing.assert_allclose(f1.per_class[:3], [2 / 3, 1 / 2, 0.0])
+    assert f1.skipped == (3,) and f1.macro == pytest.approx((2 / 3 + 1 / 2) / 3)
+    ones = np.ones((1, 4))
+    assert M.weighted_auroc(y, p, ones)[0] == pytest.approx(au.macro)
+    assert M.weighted_auprc(y, p, ones)[0] == pytest.approx(ap.macro)
+    assert M.weighted_f1(y, p >= 0.5, ones)[0] == pytest.approx(f1.macro)
+    # a resample of the positives of label 1 only: all positive, AUPRC 1.0, AUROC skipped
+    only = np.array([[1.0, 0.0, 1.0, 0.0]])
+    assert M.weighted_auprc(y[:, 1], p[:, 1], only)[0] == 1.0
+    assert np.isnan(M.weighted_auroc(y[:, 1], p[:, 1], only)[0])
+
+
 def test_brier_matches_sklearn_and_multiclass_definition() -> None:
     rng = np.random.default_rng(1)
     y = (rng.random((50, 3)) < 0.4).astype(int)
@@ -128,7 +155,10 @@ def test_weighted_statistics_equal_metrics_of_repeated_records(multilabel: tuple
         expected = {
             "auroc": np.mean([roc_auc_score(y[r, j], p[r, j]) for j in range(3)]),
             "auprc": np.mean([average_precision_score(y[r, j], p[r, j]) for j in range(3)]),
-            "f1": np.mean([f1_score(y[r, j], decisions[r, j]) for j in range(3)]),
+            # F1 keeps the never-positive label 3 with its false alarms (F1 0), as Challenge 2021
+            "f1": np.nanmean(
+                [f1_score(y[r, j], decisions[r, j], zero_division=np.nan) for j in range(4)]
+            ),
             "brier": M.brier_score(y[r], p[r]),
             "accuracy": accuracy_score(labels[r], probs[r].argmax(axis=1)),
             "mae": mean_absolute_error(target[r], pred[r]),

@@ -19,7 +19,11 @@ import torch
 from ecgscale.cli.main import main
 from ecgscale.data.prepare import prepare
 from ecgscale.data.preprocess import PreprocessConfig
-from ecgscale.evaluate.challenge2021 import challenge_score, load_challenge_tables
+from ecgscale.evaluate.challenge2021 import (
+    challenge_metrics,
+    challenge_score,
+    load_challenge_tables,
+)
 from ecgscale.evaluate.tasks import TABLE_COLUMNS, probe_task
 from ecgscale.tasks import get_task
 from ecgscale.train import TrainConfig, pretrain
@@ -110,8 +114,12 @@ def test_challenge_score_of_a_probe_on_cinc2021(
     labels = tables.encode_labels([c.split(",") for c in codes])
     assert labels.any(axis=0).sum() > 5  # the test records carry several scored classes
     decisions = result.test_outputs >= np.asarray(result.thresholds)
-    outputs, _ = tables.encode_outputs(list(result.label_names), decisions)
+    outputs, scores = tables.encode_outputs(
+        list(result.label_names), decisions, result.test_outputs
+    )
     assert result.metrics["challenge"] == pytest.approx(challenge_score(tables, labels, outputs))
+    official = challenge_metrics(tables, labels, outputs, scores).scores()
+    assert {name: result.metrics[name] for name in official} == pytest.approx(official)
 
     out = tmp_path / "cinc.csv"
     code, _, _ = _cli(
@@ -122,8 +130,9 @@ def test_challenge_score_of_a_probe_on_cinc2021(
     )  # fmt: skip
     assert code == 0
     table = pd.read_csv(out, keep_default_na=False)
-    challenge = table[(table.metric == "challenge") & (table["class"] == "")]
-    assert challenge.value.tolist() == pytest.approx([result.metrics["challenge"]])
+    for name in official:
+        row = table[(table.metric == name) & (table["class"] == "")]
+        assert row.value.tolist() == pytest.approx([result.metrics[name]]), name
 
 
 def test_probe_command_writes_one_tidy_table(

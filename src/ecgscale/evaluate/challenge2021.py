@@ -15,6 +15,21 @@ definition followed (final version of physionetchallenges/evaluation-2021):
   record, and `R(labels)` is the perfect classifier. It is 0.0 when the two baselines tie. So a
   perfect classifier scores 1 and "always normal" scores 0.
 
+The official script reports four more scores, all over every scored class (`challenge_metrics`,
+reported by the task probes as `challenge_auroc`, `challenge_auprc`, `challenge_accuracy`,
+`challenge_f_measure` next to `challenge`):
+
+* AUROC and AUPRC per class from the scalar outputs (a class without an output column scores 0
+  for every record), averaged over the classes where they are defined: AUROC where a class has
+  positive and negative labels (a constant output gives 0.5); AUPRC where it has a positive label
+  (1.0 for a class where every record is positive).
+* Accuracy: the fraction of records whose binary outputs equal their labels on every class.
+* F-measure: 2 TP / (2 TP + FP + FN) per class, averaged over every class except those with
+  neither a positive label nor a positive output (a class without positives but with false alarms
+  counts as 0; one with positives but no output column counts as 0).
+
+These are the definitions of `ecgscale.evaluate.metrics.auroc`, `auprc` and `f1_at_thresholds`.
+
 One deliberate difference: the official loader turns a non-numeric weight into NaN and `nansum`
 ignores it (a weight of 0); here such a table is rejected as malformed.
 """
@@ -30,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgscale.errors import DataError, UserError
+from ecgscale.evaluate import metrics as M
 
 NORMAL_CODE = "426783006"
 """SNOMED-CT code of sinus rhythm, the "normal" class of the Challenge 2021 metric."""
@@ -282,3 +298,59 @@ def challenge_score(tables: ChallengeTables, labels: np.ndarray, outputs: np.nda
     """
     labels = np.asarray(labels, bool)
     return float(challenge_statistic(tables, labels, outputs, np.ones((1, labels.shape[0])))[0])
+
+
+@dataclass(frozen=True, eq=False)
+class ChallengeMetrics:
+    """The five scores of the official Challenge 2021 evaluation over every scored class.
+
+    Attributes:
+        auroc, auprc, accuracy, f_measure, challenge: the macro AUROC, macro AUPRC, accuracy, macro
+            F-measure and Challenge metric (module docstring); NaN where no class is defined.
+        auroc_per_class, auprc_per_class, f_measure_per_class: `(classes,)` float64 in table
+            order, NaN where undefined.
+    """
+
+    auroc: float
+    auprc: float
+    accuracy: float
+    f_measure: float
+    challenge: float
+    auroc_per_class: np.ndarray = field(repr=False)
+    auprc_per_class: np.ndarray = field(repr=False)
+    f_measure_per_class: np.ndarray = field(repr=False)
+
+    def scores(self) -> dict[str, float | None]:
+        """The task-level scores under their result names (`challenge_auroc`, ...); None where
+        undefined (NaN), as other undefined task metrics."""
+        values = {
+            "challenge_auroc": self.auroc,
+            "challenge_auprc": self.auprc,
+            "challenge_accuracy": self.accuracy,
+            "challenge_f_measure": self.f_measure,
+            "challenge": self.challenge,
+        }
+        return {name: None if np.isnan(v) else float(v) for name, v in values.items()}
+
+
+def challenge_metrics(
+    tables: ChallengeTables, labels: np.ndarray, binary: np.ndarray, scalar: np.ndarray
+) -> ChallengeMetrics:
+    """All scores of `evaluate_model.py` for `(records, classes)` bool labels and binary outputs
+    and float scalar outputs over the scored classes (`ChallengeTables.encode_outputs`)."""
+    labels, binary = np.asarray(labels, bool), np.asarray(binary, bool)
+    scalar = np.asarray(scalar, np.float64)
+    _check_pair(tables, labels, binary)
+    _check_pair(tables, labels, scalar)
+    auroc, auprc = M.auroc(labels, scalar), M.auprc(labels, scalar)
+    f_measure = M.f1_at_thresholds(labels, binary.astype(np.float64), 0.5)
+    return ChallengeMetrics(
+        auroc=auroc.macro,
+        auprc=auprc.macro,
+        accuracy=float(np.mean(np.all(labels == binary, axis=1))),
+        f_measure=f_measure.macro,
+        challenge=challenge_score(tables, labels, binary),
+        auroc_per_class=auroc.per_class,
+        auprc_per_class=auprc.per_class,
+        f_measure_per_class=f_measure.per_class,
+    )

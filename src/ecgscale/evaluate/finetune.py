@@ -51,7 +51,7 @@ from ecgscale.errors import ConfigError
 from ecgscale.evaluate import metrics as M
 from ecgscale.evaluate.embeddings import encode, load_run_encoder
 from ecgscale.evaluate.probe import _classification_metrics, _defined, _probability_loss
-from ecgscale.evaluate.tasks import result_rows, task_challenge_score, task_features
+from ecgscale.evaluate.tasks import result_rows, task_challenge_metrics, task_features
 
 Mode = Literal["full", "head"]
 MODES: tuple[str, ...] = ("full", "head")
@@ -72,7 +72,8 @@ class FinetuneResult:
         best_step: the step whose state is reported (the last one without `eval_every`).
         initial_test_loss, initial_val_loss: losses of the untrained head (training priors).
         test_loss, val_loss: losses of the reported state (definitions as `ProbeResult`).
-        metrics: test metrics as `ProbeResult.metrics` (plus `challenge` where the task lists it).
+        metrics: test metrics as `ProbeResult.metrics` (plus the official Challenge 2021 scores,
+            `challenge`, `challenge_auroc`, ..., where the task lists `challenge`).
         per_class: per-label test metrics (`auroc`, `auprc`, `f1`).
         label_names: one name per label / class / target.
         thresholds: per-label decision thresholds tuned for F1 on validation (binary/multi-label).
@@ -338,9 +339,10 @@ def _finetune(run_dir: Path, task: str, store: Store, opt: _Settings) -> Finetun
     )
     if "challenge" in definition.metrics:
         decisions = test_outputs >= np.asarray(thresholds)
-        metrics["challenge"] = task_challenge_score(
-            definition, data, store, data.test, decisions, opt.scoring
+        official = task_challenge_metrics(
+            definition, data, store, data.test, decisions, test_outputs, opt.scoring
         )
+        metrics.update(official.scores())
     return FinetuneResult(
         task=task,
         mode=opt.mode,

@@ -6,8 +6,11 @@ class probabilities `(records, classes)`; regression metrics take `(records,)` o
 `(records, targets)`.
 
 Per-class metrics return a `ClassMetric`: the per-class values, the macro mean over the classes
-where the metric is defined, and the indices of the classes skipped (AUROC/AUPRC: a single label
-value in the data; F1: no positive label).
+where the metric is defined, and the indices of the classes skipped. Where a metric is defined is
+that of the official PhysioNet/CinC Challenge 2021 evaluation (`evaluate_model.py`), which is also
+scikit-learn's: AUROC needs positive and negative labels; AUPRC needs a positive label (a class
+where every record is positive has AUPRC 1.0); F1 = 2 TP / (2 TP + FP + FN) needs a positive label
+or a positive decision (a class without positives but with false alarms has F1 0, not skipped).
 
 Bootstrap intervals resample records with replacement. A resample is represented by integer counts
 `(replicates, records)`, so each statistic below (`weighted_*`, and
@@ -43,7 +46,7 @@ class ClassMetric:
     Attributes:
         macro: mean over the classes where the metric is defined (NaN when there is none).
         per_class: `(classes,)` float64, NaN for skipped classes.
-        skipped: indices of the classes where the metric is undefined.
+        skipped: indices of the classes where the metric is undefined (module docstring).
     """
 
     macro: float
@@ -69,8 +72,13 @@ def _binary_pair(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, n
 
 
 def _single_valued(y: np.ndarray) -> np.ndarray:
-    """`(classes,)` bool: the class has only positives or only negatives."""
+    """`(classes,)` bool: the class has only positives or only negatives (AUROC undefined)."""
     return y.all(axis=0) | ~y.any(axis=0)
+
+
+def _no_positive(y: np.ndarray) -> np.ndarray:
+    """`(classes,)` bool: the class has no positive label (AUPRC undefined)."""
+    return ~y.any(axis=0)
 
 
 def _per_class(
@@ -92,10 +100,11 @@ def auroc(y_true: np.ndarray, y_score: np.ndarray) -> ClassMetric:
 def auprc(y_true: np.ndarray, y_score: np.ndarray) -> ClassMetric:
     """Average precision (area under the precision-recall step curve, scikit-learn) per class.
 
-    Single-valued classes are skipped, as for AUROC.
+    Classes without a positive label are skipped; a class with only positives has AUPRC 1.0 (as in
+    the Challenge 2021 evaluation).
     """
     y, s = _binary_pair(y_true, y_score)
-    return _per_class(average_precision_score, y, s, _single_valued(y))
+    return _per_class(average_precision_score, y, s, _no_positive(y))
 
 
 def tune_thresholds(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
@@ -123,12 +132,13 @@ def tune_thresholds(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
 def f1_at_thresholds(
     y_true: np.ndarray, y_score: np.ndarray, thresholds: np.ndarray
 ) -> ClassMetric:
-    """F1 per class of `score >= threshold` decisions; classes without a positive label skipped."""
+    """F1 = 2 TP / (2 TP + FP + FN) per class of `score >= threshold` decisions; skipped only
+    where a class has neither a positive label nor a positive decision (Challenge 2021)."""
     y, s = _binary_pair(y_true, y_score)
     thresholds = np.broadcast_to(np.asarray(thresholds, np.float64), (y.shape[1],))
     weights = np.ones((1, y.shape[0]))
     per_class = _weighted_f1_per_class(y, s >= thresholds, weights)[0]
-    skip = ~y.any(axis=0)
+    skip = np.isnan(per_class)
     macro = float(np.mean(per_class[~skip])) if (~skip).any() else float("nan")
     return ClassMetric(macro, per_class, tuple(int(j) for j in np.flatnonzero(skip)))
 
@@ -255,16 +265,19 @@ def _weighted_macro(
     y_true: np.ndarray,
     y_score: np.ndarray,
     weights: np.ndarray,
+    needs_negative: bool,
 ) -> np.ndarray:
-    """Mean over classes, skipping single-valued classes of the data and, per replicate, classes
-    without a weighted positive or negative; NaN for a replicate with no usable class."""
+    """Mean over classes, skipping classes without a (weighted, per replicate) positive, and
+    without a negative when `needs_negative`; NaN for a replicate with no usable class."""
     y, s = _binary_pair(y_true, y_score)
     w = np.atleast_2d(np.asarray(weights, np.float64))
     values = np.full((w.shape[0], y.shape[1]), np.nan)
-    for j in np.flatnonzero(~_single_valued(y)):
+    skip = _single_valued(y) if needs_negative else _no_positive(y)
+    for j in np.flatnonzero(~skip):
         pos, neg = _weighted_ranking_curves(y[:, j], s[:, j], w)
-        p_tot, n_tot = pos.sum(axis=1), neg.sum(axis=1)
-        ok = (p_tot > 0) & (n_tot > 0)
+        ok = pos.sum(axis=1) > 0
+        if needs_negative:
+            ok &= neg.sum(axis=1) > 0
         values[ok, j] = per_class(pos[ok], neg[ok])
     with np.errstate(invalid="ignore"):
         count = np.isfinite(values).sum(axis=1)
@@ -284,22 +297,23 @@ def _auprc_from_curves(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
 
 def weighted_auroc(y_true: np.ndarray, y_score: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Macro AUROC `(replicates,)` under record weights (ties count one half, as scikit-learn)."""
-    return _weighted_macro(_auroc_from_curves, y_true, y_score, weights)
+    return _weighted_macro(_auroc_from_curves, y_true, y_score, weights, needs_negative=True)
 
 
 def weighted_auprc(y_true: np.ndarray, y_score: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Macro average precision `(replicates,)` under record weights (scikit-learn's definition)."""
-    return _weighted_macro(_auprc_from_curves, y_true, y_score, weights)
+    """Macro average precision `(replicates,)` under record weights (scikit-learn's definition; 1.0
+    for a class that is all positive in a replicate, as `auprc`)."""
+    return _weighted_macro(_auprc_from_curves, y_true, y_score, weights, needs_negative=False)
 
 
 def _weighted_f1_per_class(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """`(replicates, classes)` F1 of bool decisions; NaN where a class has no weighted positive."""
+    """`(replicates, classes)` F1 = 2 TP / (2 TP + FP + FN) of bool decisions; NaN where a class
+    has neither a weighted positive label nor a weighted positive decision."""
     yf, pf = y.astype(np.float64), pred.astype(np.float64)
     tp = weights @ (yf * pf)
-    positives = weights @ yf
-    predicted = weights @ pf
+    either = weights @ yf + weights @ pf  # 2 TP + FP + FN
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(positives > 0, 2 * tp / (positives + predicted), np.nan)
+        return np.where(either > 0, 2 * tp / either, np.nan)
 
 
 def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -5,10 +5,13 @@ fractions of the training labels; `probe_table` does every (run, task) pair and 
 table that `ecgscale probe` writes: one row per model x task x protocol x fraction x draw x metric
 (per-class metrics carry the class name).
 
-Tasks that list the `challenge` metric (the PhysioNet/CinC 2021 tasks) also get the challenge score
-of the probe's thresholded test outputs (`score >= threshold`, thresholds tuned for F1 on the
-validation split), scored against every scored class of each test record - classes the task left
-out for lack of training positives included, as the official scorer counts them.
+Tasks that list the `challenge` metric (the PhysioNet/CinC 2021 tasks) also get every score of the
+official evaluation (`challenge2021.challenge_metrics`): `challenge` (the Challenge metric),
+`challenge_auroc`, `challenge_auprc`, `challenge_accuracy` and `challenge_f_measure`, of the
+probe's test probabilities and thresholded outputs (`score >= threshold`, thresholds tuned for F1 on
+the validation split), against every scored class of each test record - classes the task left out
+for lack of training positives included (outputs 0), as the official scorer counts them. The
+task's own `auroc`, `auprc`, `f1` are macros over the classes it kept.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ import torch
 from ecgscale.data.store import Store
 from ecgscale.errors import ConfigError, DataError
 from ecgscale.evaluate.challenge2021 import (
+    ChallengeMetrics,
     ChallengeTables,
-    challenge_score,
+    challenge_metrics,
     load_challenge_tables,
 )
 from ecgscale.evaluate.embeddings import embed
@@ -63,15 +67,17 @@ def challenge_tables(store: Store, scoring: str | Path | None = None) -> Challen
     return load_challenge_tables(folder)
 
 
-def task_challenge_score(
+def task_challenge_metrics(
     task: Task,
     data: TaskData,
     store: Store,
     positions: np.ndarray,
     decisions: np.ndarray,
+    scores: np.ndarray,
     scoring: str | Path | None = None,
-) -> float:
-    """Challenge score of `(len(positions), classes)` 0/1 decisions over the task's classes.
+) -> ChallengeMetrics:
+    """Official Challenge 2021 scores of `(len(positions), classes)` 0/1 decisions and
+    probabilities over the task's classes.
 
     `positions` index `data.rows`. Labels are every class of the task's label set (not only the
     classes the task kept), mapped onto the scored classes of the tables.
@@ -82,8 +88,8 @@ def task_challenge_score(
     vocabulary = store.label_sets[task.labels]
     truth = store.labels(task.labels)[data.rows[positions]].astype(np.float64)
     labels = (truth @ tables.column_map(vocabulary)) > 0
-    outputs, _ = tables.encode_outputs(list(data.classes), np.asarray(decisions))
-    return challenge_score(tables, labels, outputs)
+    binary, scalar = tables.encode_outputs(list(data.classes), np.asarray(decisions), scores)
+    return challenge_metrics(tables, labels, binary, scalar)
 
 
 def _with_challenge(
@@ -93,12 +99,15 @@ def _with_challenge(
     store: Store,
     scoring: str | Path | None,
 ) -> ProbeResult:
-    """`result` with `metrics["challenge"]` when the task lists that metric."""
+    """`result` with the official scores (`challenge`, `challenge_auroc`, ...) when the task lists
+    the challenge metric."""
     if "challenge" not in task.metrics:
         return result
     decisions = result.test_outputs >= np.asarray(result.thresholds)
-    score = task_challenge_score(task, data, store, data.test, decisions, scoring)
-    metrics = MappingProxyType({**result.metrics, "challenge": score})
+    scores = task_challenge_metrics(
+        task, data, store, data.test, decisions, result.test_outputs, scoring
+    ).scores()
+    metrics = MappingProxyType({**result.metrics, **scores})
     return dataclasses.replace(result, metrics=metrics)
 
 
