@@ -52,6 +52,9 @@ def test_counts_folds_and_patients(store100: Store) -> None:
     assert (meta.loc[meta["fold"] == 9, "split"] == "val").all()
     assert set(meta["sex"]) == {"M", "F"}
     assert store100.manifest["provenance"]["folds"] == "official"
+    assert store100.manifest["patient_ids"] == {
+        "ptbxl": "source: patient_id of ptbxl_database.csv (per record where missing)"
+    }
 
 
 def test_superdiagnostic_counts_match_published_subset(store100: Store) -> None:

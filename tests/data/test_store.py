@@ -42,6 +42,9 @@ def test_bad_records_are_skipped_with_reasons_and_nothing_else_lost(tmp_path: Pa
         _record(100, "q1", nan),
         Record(np.zeros((3, 1000), np.float32), 100.0, ["I", "II", "V1"], "r101", "q2", {}),
         _record(0, "p0"),  # duplicate id r0
+        # A header claiming 50 kHz for 10 s at 500 Hz: 0.1 s, would be 99 % zero padding.
+        Record(np.ones((12, 5000), np.float32), 50000.0, LEADS, "r102", "q3", {}),
+        Record(np.ones((12, 40), np.float32), 100.0, LEADS, "r103", "q4", {}),
     ]
     store = _write(tmp_path / "s", good[:10] + bad + good[10:])
     assert len(store) == 30
@@ -51,6 +54,8 @@ def test_bad_records_are_skipped_with_reasons_and_nothing_else_lost(tmp_path: Pa
         "r100": "signal contains NaN or infinite values",
         "r101": "leads ['I', 'II', 'V1']: precordial lead V2 is missing",
         "r0": "duplicate record id",
+        "r102": "sampling rate 50000 Hz is implausible for an ECG (expected 50-10000 Hz)",
+        "r103": "40 samples at 100 Hz is 0.4 s, shorter than 1 s",
     }
     np.testing.assert_allclose(store.batch([5])[0], good[5].signal, atol=5e-4)
 
@@ -83,6 +88,9 @@ def test_killed_prepare_never_looks_complete(tmp_path: Path) -> None:
     assert len(partial) == 1
     with pytest.raises(DataError, match=r"manifest\.json missing"):
         Store(partial[0])
+    # The next prepare of the same store removes the orphan (its writer's lock died with it).
+    store = synthesize(20, tmp_path / "s", SynthConfig(fs=100, length=1000))
+    assert [p.name for p in tmp_path.iterdir()] == ["s"] and len(store) == 20
 
 
 def test_manifest_and_checksum(tmp_path: Path) -> None:
@@ -157,12 +165,15 @@ def test_cli_user_errors_are_one_line(shared_data: Path, tmp_path: Path) -> None
         ("data", "synth", "--records", "10", "--out", str(tmp_path / "o"), "--fs", "-1"):
             "fs: Input should be greater than 0",
         ("data", "info", str(tmp_path)): "not a complete store",
+        ("data", "prepare", "ptbxl", "--src", str(src), "--out", str(tmp_path / "o"), "--fs", "x"):
+            "ecgscale data prepare: Invalid value for '--fs'",
     }  # fmt: skip
     for args, message in cases.items():
         result = _cli(*args)
         assert result.returncode == 2, result.stderr
         assert message in result.stderr
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert result.stdout == ""  # no empty line from a progress bar off a terminal
     assert not (tmp_path / "o").exists()
 
 
@@ -171,6 +182,7 @@ def test_cli_synth_and_info(tmp_path: Path) -> None:
     result = _cli("data", "synth", "--records", "200", "--out", str(out), "--fs", "100",
                   "--length", "1000")  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("wrote 200 records")
     assert f"wrote 200 records to {out}" in " ".join(result.stdout.split())
     info = _cli("data", "info", str(out), "--verify")
     assert info.returncode == 0 and "checksums verified" in " ".join(info.stdout.split())

@@ -23,6 +23,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _progress() -> Progress:
+    """A transient bar; off when stdout is no terminal (rich would print an empty line there)."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -30,6 +31,7 @@ def _progress() -> Progress:
         TimeElapsedColumn(),
         console=console,
         transient=True,
+        disable=not console.is_interactive,
     )
 
 
@@ -93,8 +95,8 @@ def prepare_cmd(
             raise ConfigError(f"--family {family!r}: expected one of {', '.join(FAMILY_DEFAULTS)}")
         base = FAMILY_DEFAULTS[family]
     config = PreprocessConfig(
-        fs=fs or base.fs,
-        length=length or base.length,
+        fs=base.fs if fs is None else fs,
+        length=base.length if length is None else length,
         highpass_hz=(highpass or None) if family is None else base.highpass_hz,
         lowpass_hz=(lowpass or None) if family is None else base.lowpass_hz,
     )
@@ -162,6 +164,8 @@ def info_cmd(
         + ("; checksums verified" if verify else "")
     )
     console.print(f"preprocessing: {m['preprocessing']}", highlight=False)
+    where = "; ".join(f"{name}: {how}" for name, how in m.get("patient_ids", {}).items())
+    console.print(f"patient ids: {where or 'not recorded'}", highlight=False)
     splits = store.meta["split"].value_counts()
     console.print(
         "splits: " + ", ".join(f"{k} {splits.get(k, 0)}" for k in ("train", "val", "test"))

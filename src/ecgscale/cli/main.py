@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+from typing import NoReturn
 
 import pydantic
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from ecgscale.errors import UserError
+from ecgscale.errors import UserError, validation_message
 
 app = typer.Typer(
     name="ecgscale",
@@ -50,36 +53,50 @@ _COMMAND_GROUPS: tuple[str, ...] = (
 )
 
 
+@functools.cache
 def _register() -> None:
-    """Attach every command group; each module exposes `register(app)`."""
+    """Attach every command group once (`main` may run many times in one process); each module
+    exposes `register(app)`."""
     import importlib
 
     for name in _COMMAND_GROUPS:
         importlib.import_module(f"ecgscale.cli.{name}").register(app)
 
 
-def validation_message(exc: pydantic.ValidationError) -> str:
-    """One line from a pydantic error: the field path, the problem and the value given."""
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or exc.title
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{where}: {err['msg']} (got {err.get('input')!r}){more}"
+def usage_message(exc: typer.TyperException) -> str:
+    """One line from a usage error (a bad option value, an unknown command): the command, the
+    problem and where its help is."""
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    if ctx is None:
+        return message
+    return f"{ctx.command_path}: {message} (see {ctx.command_path} --help)"
+
+
+def _fail(message: str, status: int = 2) -> NoReturn:
+    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(status)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app; a `UserError` or invalid configuration becomes one red line and
-    exit status 2 (usage errors are reported by typer itself, also with status 2)."""
+    """Entry point: run the app; a `UserError`, an invalid configuration or a usage error (a bad
+    option value) becomes one red line and exit status 2."""
     _register()
     try:
-        app(args=argv)
+        status = app(args=argv, prog_name="ecgscale", standalone_mode=False)
+    except typer.TyperException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # as typer does: the help is printed
+            sys.exit(exc.exit_code)
+        _fail(usage_message(exc), exc.exit_code)
+    except typer.Abort:
+        _fail("aborted", 1)
     except UserError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _fail(str(exc))
     except pydantic.ValidationError as exc:
-        err_console.print(
-            f"[red]error:[/red] {validation_message(exc)}", highlight=False, soft_wrap=True
-        )
-        sys.exit(2)
+        _fail(validation_message(exc))
+    # Outside standalone mode click returns an exit status (typer.Exit, Ctrl-C) or a command's
+    # return value, which is None for every command.
+    sys.exit(status if isinstance(status, int) else 0)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ def prepare(
         stratify_on=source.stratify_on,
         seed=seed,
         overwrite=overwrite,
+        patient_ids=source.patient_ids,
     ) as writer:
         for item in source.records:
             if isinstance(item, Skip):
@@ -81,6 +82,7 @@ def synthesize(
         stratify_on="code",
         seed=synth.seed,
         overwrite=overwrite,
+        patient_ids={"synthetic": "source: simulated patients (ecgscale.data.synth)"},
     ) as writer:
         for x, rows in iter_synthetic(records, synth):
             if highpass_hz is not None:

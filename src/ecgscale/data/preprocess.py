@@ -19,7 +19,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import signal as sps
 
 from ecgscale.errors import DataError
@@ -38,6 +38,10 @@ STANDARD_LEADS: tuple[str, ...] = (
     "V5",
     "V6",
 )
+#: Sampling rates plausible for an ECG in Hz: a record outside is skipped, a target refused.
+FS_RANGE_HZ: tuple[float, float] = (50.0, 10_000.0)
+#: Shortest record in seconds (one beat at 60 bpm): a shorter record is skipped, a target refused.
+MIN_SECONDS = 1.0
 _CANONICAL = {name.lower(): name for name in STANDARD_LEADS}
 _ALIASES = {"avr": "aVR", "avl": "aVL", "avf": "aVF", "mlii": "II", "ml2": "II", "d1": "I"}
 
@@ -46,20 +50,35 @@ class PreprocessConfig(BaseModel):
     """How raw records become store rows.
 
     Attributes:
-        fs: target sampling rate in Hz.
-        length: target number of samples (centred pad/crop).
+        fs: target sampling rate in Hz, within `FS_RANGE_HZ`.
+        length: target number of samples (centred pad/crop), at least `MIN_SECONDS` long.
         highpass_hz: cut-off of the baseline-removal high-pass (None: no high-pass).
-        lowpass_hz: cut-off of the low-pass (None: none); must be below fs / 2.
+        lowpass_hz: cut-off of the low-pass (None: none); cut-offs must be below fs / 2, and the
+            high-pass below the low-pass.
         filter_order: Butterworth order of each filter (applied forwards and backwards).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    fs: float = Field(400.0, gt=0)
+    fs: float = Field(400.0, ge=FS_RANGE_HZ[0], le=FS_RANGE_HZ[1])
     length: int = Field(4096, gt=0)
     highpass_hz: float | None = Field(0.5, gt=0)
     lowpass_hz: float | None = Field(None, gt=0)
     filter_order: int = Field(2, ge=1, le=8)
+
+    @model_validator(mode="after")
+    def _plausible(self) -> PreprocessConfig:
+        if self.length < MIN_SECONDS * self.fs:
+            raise ValueError(
+                f"length {self.length} at {self.fs:g} Hz is {self.length / self.fs:g} s; "
+                f"expected at least {MIN_SECONDS:g} s"
+            )
+        for name, cutoff in (("highpass_hz", self.highpass_hz), ("lowpass_hz", self.lowpass_hz)):
+            if cutoff is not None and cutoff >= self.fs / 2:
+                raise ValueError(f"{name} {cutoff:g} must be below fs/2 = {self.fs / 2:g} Hz")
+        if None not in (self.highpass_hz, self.lowpass_hz) and self.highpass_hz >= self.lowpass_hz:
+            raise ValueError(f"highpass_hz {self.highpass_hz:g} must be below lowpass_hz")
+        return self
 
 
 #: Documented default input contract per model family (README, "Input contract").
@@ -174,11 +193,22 @@ def preprocess(
 ) -> np.ndarray:
     """Apply the whole contract to `x` `(..., leads, samples)` in mV at `fs` Hz.
 
-    Returns float32 `(..., 12, config.length)`. Raises `DataError` for non-finite values or leads
-    that cannot be mapped.
+    Returns float32 `(..., 12, config.length)`. Raises `DataError` for non-finite values, an
+    implausible rate (outside `FS_RANGE_HZ`), a record shorter than `MIN_SECONDS` or leads that
+    cannot be mapped.
     """
     if not np.all(np.isfinite(x)):
         raise DataError("signal contains NaN or infinite values")
+    low, high = FS_RANGE_HZ
+    if not low <= fs <= high:
+        raise DataError(
+            f"sampling rate {fs:g} Hz is implausible for an ECG (expected {low:g}-{high:g} Hz)"
+        )
+    if x.shape[-1] < MIN_SECONDS * fs:
+        raise DataError(
+            f"{x.shape[-1]} samples at {fs:g} Hz is {x.shape[-1] / fs:g} s, "
+            f"shorter than {MIN_SECONDS:g} s"
+        )
     y = harmonise_leads(np.asarray(x, dtype=np.float32), leads)
     y = resample(y, fs, config.fs)
     y = filter_signal(y, config.fs, config)

@@ -5,37 +5,47 @@ A store is a directory::
     signals.npy     (records, 12, samples) int16, memory-mapped; mV = value * manifest["scale"]
     meta.parquet    one row per record: record_id, patient_id, source, fold, split, age, sex,
                     labels_<set> (list of class names) for each label set, and source extras
-    manifest.json   fs, length, leads, units, preprocessing, label sets, provenance, skipped
-                    records with reasons, format version, row count, checksums
+    manifest.json   fs, length, leads, units, preprocessing, label sets, provenance, where the
+                    patient ids come from, skipped records with reasons, format version, row
+                    count, checksums (of signals, metadata and the manifest itself)
 
 `StoreWriter` streams records into a hidden temporary directory (peak memory independent of the
 number of records: signals go straight to the memory map) and renames it into place only when
-complete, so an interrupted prepare never leaves a store that looks complete.
+complete, so an interrupted prepare never leaves a store that looks complete. The writer holds a
+lock on its temporary directory; the next write of the same store removes the unlocked ones that
+killed writers left behind. `Store` checks every file as it opens them, so a damaged store is one
+line naming the file and the problem.
 """
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import hashlib
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ecgscale.data.preprocess import STANDARD_LEADS, PreprocessConfig, preprocess
 from ecgscale.data.splits import assign_folds, check_disjoint, split_of_fold
-from ecgscale.errors import DataError, UserError
+from ecgscale.errors import DataError, UserError, validation_message
 from ecgscale.fileio import atomic_write, file_hash
 
 FORMAT_VERSION = 1
 SCALE_MV = 0.001  # one int16 step = 1 uV; range +-32.767 mV
 _HEADER_BYTES = 128  # fixed .npy header size so the row count can be rewritten in place
+META_COLUMNS = ("record_id", "patient_id", "source", "fold", "split")  # in every meta.parquet
 
 
 @dataclass
@@ -84,6 +94,10 @@ class StoreWriter:
         stratify_on: label set used to stratify seeded folds when records have no `fold`.
         seed: seed of the fold assignment.
         overwrite: replace an existing store at `out`.
+        patient_ids: where the patient ids come from, per dataset or source database (e.g.
+            {"ptbxl": "source: patient_id of ptbxl_database.csv"}).
+
+    A full disk or an unwritable location is a one-line `UserError`; nothing is left behind.
     """
 
     def __init__(
@@ -98,8 +112,10 @@ class StoreWriter:
         stratify_on: str | None = None,
         seed: int = 0,
         overwrite: bool = False,
+        patient_ids: dict[str, str] | None = None,
     ) -> None:
         self.out = Path(out)
+        remove_partials(self.out)
         if self.out.exists() and not overwrite:
             raise UserError(f"{self.out} already exists; pass --overwrite to replace it")
         if capacity <= 0:
@@ -111,20 +127,24 @@ class StoreWriter:
         self.stratify_on = stratify_on
         self.seed = seed
         self.capacity = capacity
-        self.tmp = self.out.parent / f".{self.out.name}.partial-{uuid.uuid4().hex[:8]}"
-        self.tmp.mkdir(parents=True)
+        self.patient_ids = dict(patient_ids or {})
         self._dtype = np.dtype("<i2")
-        self._signals_path = self.tmp / "signals.npy"
-        # Plain sequential writes (not a writable memory map): written pages go to the page cache
-        # and never count towards this process's resident memory.
-        self._fh = open(self._signals_path, "wb")
-        self._fh.write(_npy_header((capacity, 12, config.length), self._dtype))
         self._row_bytes = 12 * config.length * self._dtype.itemsize
         self._hash = hashlib.blake2b(digest_size=16)
         self._rows: list[dict[str, Any]] = []
         self._ids: set[str] = set()
         self.skipped: list[dict[str, str]] = []
         self.clipped_samples = 0
+        self.tmp = self.out.parent / f".{self.out.name}.partial-{uuid.uuid4().hex[:8]}"
+        self._fh: BinaryIO | None = None
+        with self._aborting():
+            self.tmp.mkdir(parents=True)
+            # Plain sequential writes (not a writable memory map): written pages go to the page
+            # cache and never count towards this process's resident memory. The lock marks the
+            # folder as live until it is renamed (the kernel drops it when the process dies).
+            self._fh = open(self.tmp / "signals.npy", "wb")
+            fcntl.flock(self._fh, fcntl.LOCK_EX)
+            self._fh.write(_npy_header((capacity, 12, config.length), self._dtype))
 
     def __enter__(self) -> StoreWriter:
         return self
@@ -137,6 +157,23 @@ class StoreWriter:
 
     def __len__(self) -> int:
         return len(self._rows)
+
+    @contextmanager
+    def _aborting(self) -> Iterator[None]:
+        """Any failure inside removes the partial folder (an existing store stays as it was); a
+        failed write (full disk, read-only or missing folder) becomes one line."""
+        try:
+            yield
+        except OSError as exc:
+            self.abort()
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise UserError(
+                f"{self.out}: cannot write the store: {exc.strerror or exc}{where}; "
+                "nothing was written"
+            ) from None
+        except BaseException:
+            self.abort()
+            raise
 
     def skip(self, record_id: str, reason: str) -> None:
         """Count and list a record that cannot be used, with the reason."""
@@ -178,7 +215,8 @@ class StoreWriter:
         self.clipped_samples += int(np.count_nonzero(np.abs(q) > 32767))
         q = np.clip(q, -32767, 32767).astype(self._dtype)
         buffer = q.tobytes()
-        self._fh.write(buffer)
+        with self._aborting():
+            self._fh.write(buffer)
         self._hash.update(buffer)
         self._rows.extend(rows[i] for i in keep)
         return len(keep)
@@ -220,17 +258,25 @@ class StoreWriter:
         return meta
 
     def close(self) -> Store:
-        """Finish the store: truncate the memory map, write metadata and manifest, rename."""
+        """Finish the store: truncate the signals, write metadata and manifest, rename."""
         n = len(self._rows)
-        self._fh.close()
         if n == 0:
             self.abort()
             raise DataError(f"{self.name}: every record was skipped ({self._skip_summary()})")
-        with open(self._signals_path, "r+b") as fh:
-            fh.write(_npy_header((n, 12, self.config.length), self._dtype))
-            fh.truncate(_HEADER_BYTES + n * self._row_bytes)
-        meta = self._meta_frame()
-        meta.to_parquet(self.tmp / "meta.parquet", index=False)
+        with self._aborting():
+            self._fh.seek(0)
+            self._fh.write(_npy_header((n, 12, self.config.length), self._dtype))
+            self._fh.truncate(_HEADER_BYTES + n * self._row_bytes)
+            self._fh.flush()
+            meta = self._meta_frame()
+            meta.to_parquet(self.tmp / "meta.parquet", index=False)
+            atomic_write(self.tmp / "manifest.json", self._manifest(n))
+            self._publish()
+        self._fh.close()
+        return Store(self.out)
+
+    def _manifest(self, n: int) -> str:
+        """The manifest of a store of `n` records, as JSON text."""
         manifest = {
             "format_version": FORMAT_VERSION,
             "name": self.name,
@@ -244,6 +290,7 @@ class StoreWriter:
             "preprocessing": self.config.model_dump(),
             "label_sets": self.label_sets,
             "provenance": self.provenance,
+            "patient_ids": self.patient_ids,
             "skipped": self.skipped,
             "clipped_samples": self.clipped_samples,
             "checksum": {
@@ -251,22 +298,151 @@ class StoreWriter:
                 "meta_blake2b": file_hash(self.tmp / "meta.parquet"),
             },
         }
-        atomic_write(self.tmp / "manifest.json", json.dumps(manifest, indent=2, default=str))
-        if self.out.exists():
-            trash = self.out.parent / f".{self.out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(self.out, trash)
-            shutil.rmtree(trash)
-        os.replace(self.tmp, self.out)
-        return Store(self.out)
+        content = json.loads(json.dumps(manifest, default=str))  # as a reader will see it
+        content["checksum"]["manifest_blake2b"] = manifest_digest(content)
+        return json.dumps(content, indent=2)
+
+    def _publish(self) -> None:
+        """Rename the finished folder into place; an existing store is replaced, and restored if
+        the rename fails."""
+        if not self.out.exists():
+            os.replace(self.tmp, self.out)
+            return
+        trash = self.out.parent / f".{self.out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(self.out, trash)
+        try:
+            os.replace(self.tmp, self.out)
+        except OSError:
+            os.replace(trash, self.out)
+            raise
+        shutil.rmtree(trash, ignore_errors=True)
 
     def abort(self) -> None:
         """Remove the temporary directory (an interrupted prepare leaves nothing behind)."""
-        self._fh.close()
+        if self._fh is not None:
+            self._fh.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def _skip_summary(self) -> str:
         reasons = pd.Series([s["reason"] for s in self.skipped]).value_counts()
         return "; ".join(f"{count} x {reason}" for reason, count in reasons.items())
+
+
+def remove_partials(out: str | Path) -> list[Path]:
+    """Remove the temporary folders (`.NAME.partial-*`) that killed writes of store `out` left
+    behind; a folder whose writer is alive (holds its lock) is kept. Returns the removed ones."""
+    out = Path(out)
+    removed = []
+    for folder in sorted(out.parent.glob(f".{glob.escape(out.name)}.partial-*")):
+        try:
+            with open(folder / "signals.npy", "rb") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a live writer
+        except OSError:
+            pass  # killed before its signals file was created
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """BLAKE2b-128 of a parsed manifest's canonical JSON, leaving out this digest itself."""
+    checksum = {k: v for k, v in manifest["checksum"].items() if k != "manifest_blake2b"}
+    text = json.dumps({**manifest, "checksum": checksum}, sort_keys=True)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+class _Checksums(BaseModel):
+    signals_blake2b: str
+    meta_blake2b: str
+    manifest_blake2b: str | None = None  # stores written before it was added have none
+
+
+class _ManifestFields(BaseModel):
+    """The manifest entries that readers of a store rely on, with their types (others free)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    rows: int = Field(ge=1)
+    fs: float = Field(gt=0)
+    length: int = Field(gt=0)
+    leads: list[str]
+    dtype: str
+    scale: float = Field(gt=0)
+    preprocessing: dict[str, Any]
+    label_sets: dict[str, list[str]]
+    provenance: dict[str, Any]
+    skipped: list[dict[str, str]]
+    checksum: _Checksums
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """The parsed `manifest.json` of the store at `path`; a missing, unparsable, foreign-version
+    or incomplete manifest is one `DataError` line."""
+    file = path / "manifest.json"
+    if not file.is_file():
+        raise DataError(f"{path}: not a complete store (manifest.json missing)")
+    try:
+        manifest = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{file}: unreadable ({exc}); prepare the store again") from None
+    if not isinstance(manifest, dict):
+        raise DataError(f"{file}: expected a JSON object, found {type(manifest).__name__}")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise DataError(
+            f"{path}: store format {manifest.get('format_version')} "
+            f"is not the supported version {FORMAT_VERSION}"
+        )
+    try:
+        _ManifestFields.model_validate(manifest)
+    except ValidationError as exc:
+        raise DataError(f"{file}: {validation_message(exc)}; prepare the store again") from None
+    return manifest
+
+
+def _open_signals(path: Path, manifest: dict[str, Any]) -> np.ndarray:
+    """Memory map of `signals.npy`, after checking its header and size against the manifest."""
+    file = path / "signals.npy"
+    expected = (manifest["rows"], 12, manifest["length"])
+    dtype = np.dtype(manifest["dtype"])
+    try:
+        with open(file, "rb") as fh:
+            fmt = np.lib.format
+            version = fmt.read_magic(fh)
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, fortran, found = read(fh)
+            offset = fh.tell()
+    except FileNotFoundError:
+        raise DataError(f"{file}: missing; prepare the store again") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{file}: not a readable .npy file ({exc})") from None
+    if shape != expected or found != dtype or fortran:
+        raise DataError(f"{file}: holds {found} {shape}, manifest.json says {dtype} {expected}")
+    size, want = file.stat().st_size, offset + int(np.prod(shape)) * dtype.itemsize
+    if size != want:
+        state = "truncated" if size < want else "trailing bytes"
+        raise DataError(f"{file}: {size:,} bytes, expected {want:,} ({state})")
+    return np.load(file, mmap_mode="r")
+
+
+def _read_meta(path: Path, rows: int) -> pd.DataFrame:
+    """`meta.parquet`, checked for its columns and its row count against the manifest."""
+    file = path / "meta.parquet"
+    if not file.is_file():
+        raise DataError(f"{file}: missing; prepare the store again")
+    try:
+        meta = pd.read_parquet(file)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        reason = " ".join(str(exc).split())
+        raise DataError(f"{file}: unreadable Parquet ({reason})") from None
+    missing = [c for c in META_COLUMNS if c not in meta.columns]
+    if missing:
+        raise DataError(f"{file}: columns {missing} missing")
+    if len(meta) != rows:
+        raise DataError(f"{file}: {len(meta)} rows, manifest.json says {rows}")
+    return meta
 
 
 def label_matrix(meta: pd.DataFrame, set_name: str, classes: list[str]) -> np.ndarray:
@@ -296,21 +472,11 @@ class Store:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        manifest_path = self.path / "manifest.json"
         if not self.path.is_dir():
             raise UserError(f"{self.path}: no such store directory")
-        if not manifest_path.is_file():
-            raise DataError(f"{self.path}: not a complete store (manifest.json missing)")
-        self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
-        if self.manifest.get("format_version") != FORMAT_VERSION:
-            raise DataError(
-                f"{self.path}: store format {self.manifest.get('format_version')} "
-                f"is not the supported version {FORMAT_VERSION}"
-            )
-        self.signals: np.ndarray = np.load(self.path / "signals.npy", mmap_mode="r")
-        self.meta: pd.DataFrame = pd.read_parquet(self.path / "meta.parquet")
-        if not len(self.signals) == len(self.meta) == self.manifest["rows"]:
-            raise DataError(f"{self.path}: row counts of signals, meta and manifest disagree")
+        self.manifest: dict[str, Any] = _read_manifest(self.path)
+        self.signals: np.ndarray = _open_signals(self.path, self.manifest)
+        self.meta: pd.DataFrame = _read_meta(self.path, self.manifest["rows"])
         self.scale = float(self.manifest["scale"])
 
     @classmethod
@@ -368,13 +534,21 @@ class Store:
         return np.flatnonzero(self.meta["split"].to_numpy() == split)
 
     def verify(self) -> None:
-        """Recompute the checksums; raise `DataError` on a mismatch."""
+        """Recompute the checksum of every file; a mismatch is one `DataError` line naming the
+        files that changed since the store was written."""
         digest = hashlib.blake2b(digest_size=16)
         step = max(1, (1 << 24) // max(1, self.signals[0].nbytes))
         for start in range(0, len(self.signals), step):
             digest.update(np.ascontiguousarray(self.signals[start : start + step]).tobytes())
         c = self.manifest["checksum"]
-        if digest.hexdigest() != c["signals_blake2b"]:
-            raise DataError(f"{self.path}/signals.npy: checksum mismatch (file changed)")
-        if file_hash(self.path / "meta.parquet") != c["meta_blake2b"]:
-            raise DataError(f"{self.path}/meta.parquet: checksum mismatch (file changed)")
+        found = {
+            "signals.npy": (digest.hexdigest(), c["signals_blake2b"]),
+            "meta.parquet": (file_hash(self.path / "meta.parquet"), c["meta_blake2b"]),
+            "manifest.json": (manifest_digest(self.manifest), c.get("manifest_blake2b")),
+        }
+        changed = [name for name, (got, want) in found.items() if want is not None and got != want]
+        if changed:
+            raise DataError(
+                f"{self.path}: checksum mismatch in {', '.join(changed)} (changed since the "
+                "store was written; prepare it again)"
+            )

@@ -45,6 +45,7 @@ def test_code15_three_parts(code15) -> None:
     assert meta["trace_file"].tolist() == exams["trace_file"].tolist()
     assert meta.groupby("patient_id")["split"].nunique().max() == 1
     assert store.manifest["provenance"]["folds"].startswith("seeded patient-grouped")
+    assert store.manifest["patient_ids"]["code"].startswith("source: patient_id of exams.csv")
     # Value by value: one 10 s exam and one zero-padded 7 s exam, in the last part file.
     for exam in exams["exam_id"].iloc[[41, 59]]:
         raw = tracings[int(exam)]
@@ -132,6 +133,7 @@ def test_code_test_layout(tmp_path: Path) -> None:
     gold, attributes, tracings = write_code_test(tmp_path / "raw", n=30)
     store = prepare("code_test", tmp_path / "raw", tmp_path / "store", RAW, chunk=8)
     assert len(store) == 30 and store.manifest["skipped"] == []
+    assert store.manifest["patient_ids"]["code_test"].startswith("per record")
     np.testing.assert_array_equal(store.labels("code"), gold.to_numpy())  # not dnn.csv
     assert (store.meta["sex"] == attributes["sex"]).all()
     np.testing.assert_array_equal(store.meta["age"], attributes["age"].astype(np.float32))

@@ -13,7 +13,7 @@ import scipy.io
 
 from ecgscale.data.prepare import prepare
 from ecgscale.data.preprocess import STANDARD_LEADS, PreprocessConfig
-from ecgscale.data.readers import Skip
+from ecgscale.data.readers import PER_RECORD, Skip
 from ecgscale.data.readers.cpsc2018 import CLASSES, read_cpsc2018
 from ecgscale.errors import DataError
 
@@ -97,3 +97,4 @@ def test_prepare_real_sample(shared_data: Path, tmp_path: Path) -> None:
     config = PreprocessConfig(fs=100.0, length=1000, highpass_hz=None)
     store = prepare("cpsc2018", shared_data / "cpsc2018", tmp_path / "cpsc2018", config)
     assert len(store) == 10
+    assert store.manifest["patient_ids"] == {"cpsc2018": PER_RECORD}

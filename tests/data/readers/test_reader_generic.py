@@ -67,6 +67,7 @@ def test_private_layout_with_custom_columns(tmp_path: Path) -> None:
     assert counts == [expected_af, dx.count("AF;LBBB"), int(table["noisy"].sum())]
     assert store.meta["fold"].tolist() == table["fold"].tolist()
     assert store.manifest["provenance"]["folds"] == "official"
+    assert store.manifest["patient_ids"] == {"mydata": "source: column 'subject' of my_labels.csv"}
     assert store.meta["sex"].tolist() == ["F", "M"] * 10
     # Lead names are matched by name: aVL is the raw channel "avl".
     np.testing.assert_allclose(store.batch([3])[0], signals[names[3]], atol=5.1e-4)

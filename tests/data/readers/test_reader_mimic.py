@@ -53,6 +53,9 @@ def test_records_patients_and_statements(mimic) -> None:
     assert store.meta["record_id"].tolist() == record_list["study_id"].astype(str).tolist()
     assert store.meta["patient_id"].tolist() == record_list["subject_id"].astype(str).tolist()
     assert store.meta.groupby("patient_id")["split"].nunique().max() == 1
+    assert store.manifest["patient_ids"] == {
+        "mimic_iv_ecg": "source: subject_id of record_list.csv"
+    }
     counts = _expected_counts(machine)
     vocabulary = store.label_sets["statements"]
     assert vocabulary == sorted(counts, key=lambda s: (-counts[s], s)) and len(vocabulary) == 5

@@ -10,13 +10,16 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.io
 import scipy.signal
 import wfdb
 
+from ecgscale.cli.main import main
 from ecgscale.data.prepare import prepare
 from ecgscale.data.preprocess import STANDARD_LEADS, PreprocessConfig
+from ecgscale.data.readers import PER_RECORD
 from ecgscale.data.readers.physionet2021 import read_physionet2021, source_of
 from ecgscale.data.store import Store
 from ecgscale.errors import DataError
@@ -66,6 +69,9 @@ def test_counts_sources_and_rates(store: Store, manifest: list[dict[str, str]]) 
         assert np.isnan(age) if row["age"] == "NaN" else age == float(row["age"])
         assert meta.loc[rid, "sex"] == {"Male": "M", "Female": "F"}[row["sex"]]
     assert store.meta["patient_id"].equals(store.meta["record_id"])
+    assert store.manifest["patient_ids"] == dict.fromkeys(
+        sorted(FOLDER_SOURCE.values()), PER_RECORD
+    )
 
 
 def test_source_from_folder_and_from_prefix_agree(shared_data: Path, manifest) -> None:
@@ -140,7 +146,7 @@ def _bad_tree(shared: Path, tmp: Path) -> Path:
     bad.mkdir(parents=True)
 
     def clone(name: str, header: str, mat: dict | None = None) -> None:
-        (bad / f"{name}.hea").write_text(header.replace("A0003", name))
+        (bad / f"{name}.hea").write_text(header.replace("A0003", name), errors="surrogateescape")
         if mat is None:
             shutil.copy(base / "A0003.mat", bad / f"{name}.mat")
         else:
@@ -153,6 +159,9 @@ def _bad_tree(shared: Path, tmp: Path) -> Path:
     clone("A9005", text, mat={"data": np.zeros((12, 5000), dtype=np.int16)})
     clone("A9006", text, mat={"val": np.zeros((12, 4000), dtype=np.int16)})
     (bad / "A9007.hea").write_text(text.replace("A0003", "A9007"))  # no .mat
+    clone("A9008", text.replace("Female", "F\udce9minin"))  # Latin-1 sex: kept, sex unknown
+    clone("A9009", text.replace("A0003 12 500 5000", "A0003 12 50000 5000"))  # 0.1 s at 50 kHz
+    clone("A9010", text.replace("#Age: 81", "#Age: 8\udcb1"))  # undecodable age: kept, unknown
     # The same record name in two database folders.
     dup = src / "georgia" / "g9"
     dup.mkdir(parents=True)
@@ -165,7 +174,7 @@ def test_bad_inputs_are_skipped_with_reasons(shared_data: Path, scoring: Path, t
     src = _bad_tree(shared_data, tmp_path)
     store = prepare("physionet2021", src, tmp_path / "s", SMALL, scoring=scoring)
     reasons = {s["record_id"]: s["reason"] for s in store.manifest["skipped"]}
-    assert len(store) == 134 and len(reasons) == 8  # 7 bad records and 1 duplicate
+    assert len(store) == 136 and len(reasons) == 9  # 8 bad records and 1 duplicate
     assert "no #Dx line" in reasons["A9001"]
     assert "record line" in reasons["A9002"]
     assert "#Age 'old'" in reasons["A9003"]
@@ -173,8 +182,42 @@ def test_bad_inputs_are_skipped_with_reasons(shared_data: Path, scoring: Path, t
     assert "no variable 'val'" in reasons["A9005"]
     assert "shape (12, 4000), header says (12, 5000)" in reasons["A9006"]
     assert "signal file not found" in reasons["A9007"]
+    assert "sampling rate 50000 Hz is implausible" in reasons["A9009"]
+    meta = store.meta.set_index("record_id")
+    assert pd.isna(meta.loc["A9008", "sex"]) and meta.loc["A9008", "age"] == 81
+    assert meta.loc["A9010", "sex"] == "F" and np.isnan(meta.loc["A9010", "age"])
     assert reasons["A0003"] == "duplicate record id"
     assert all("\n" not in reason for reason in reasons.values())
+
+
+def test_ptbxl_records_get_ptbxl_patient_ids(shared_data, scoring, tmp_path, capsys) -> None:
+    """HR<n> is PTB-XL ecg_id n: with ptbxl_database.csv its patient ids are used, so records of
+    one patient share a split; records without a row stay their own patient."""
+    db = pd.read_csv(shared_data / "ptbxl" / "ptbxl_database.csv")
+    db.loc[db["ecg_id"] == 2, "patient_id"] = db.loc[db["ecg_id"] == 1, "patient_id"].item()
+    db.to_csv(tmp_path / "ptbxl_database.csv", index=False)
+    out = tmp_path / "s"
+    args = ["data", "prepare", "physionet2021", "--src", str(shared_data / "cinc2021")]
+    args += ["--scoring", str(scoring), "--out", str(out), "--fs", "100", "--length", "500"]
+    with pytest.raises(SystemExit) as info:
+        main([*args, "-o", f"ptbxl_database={tmp_path / 'ptbxl_database.csv'}"])
+    assert info.value.code == 0, capsys.readouterr().err
+    store = Store(out)
+    meta = store.meta.set_index("record_id")
+    hr = meta[meta["source"] == "ptbxl"]
+    in_db = hr.index.isin([f"HR{e:05d}" for e in db["ecg_id"]])
+    assert len(hr) == 20 and in_db.sum() == 9 and len(store) == 134
+    assert meta.loc["HR00001", "patient_id"] == meta.loc["HR00002", "patient_id"] == "ptbxl:15709"
+    assert meta.loc["HR00001", "split"] == meta.loc["HR00002", "split"]
+    assert meta.loc["HR00010", "patient_id"] == "ptbxl:9456"
+    assert (hr.loc[~in_db, "patient_id"] == hr.index[~in_db]).all()
+    others = meta[meta["source"] != "ptbxl"]
+    assert (others["patient_id"] == others.index).all()
+    assert store.manifest["patient_ids"]["ptbxl"] == (
+        "source: patient_id of ptbxl_database.csv (HR<n> = ecg_id n); "
+        "per record for 11 records without a row"
+    )
+    assert store.manifest["patient_ids"]["georgia"] == PER_RECORD
 
 
 def test_unusable_inputs_are_one_line_errors(shared_data: Path, scoring: Path, tmp_path) -> None:
@@ -188,3 +231,9 @@ def test_unusable_inputs_are_one_line_errors(shared_data: Path, scoring: Path, t
     (broken / "weights.csv").write_text(",1,2\n1,1.0\n")
     with pytest.raises(DataError, match=r"weights\.csv"):
         read_physionet2021(shared_data / "cinc2021", scoring=broken)
+    with pytest.raises(DataError, match=r"dx_mapping_scored\.csv: expected PTB-XL's ptbxl_data"):
+        read_physionet2021(
+            shared_data / "cinc2021",
+            scoring=scoring,
+            ptbxl_database=scoring / "dx_mapping_scored.csv",
+        )

@@ -37,6 +37,8 @@ class Source:
         label_sets: vocabulary of each label set carried in `Record.meta["labels_<set>"]`.
         provenance: where the data came from (path, version, citation, options).
         stratify_on: label set used to stratify folds when the source has no official folds.
+        patient_ids: where the patient ids come from, per dataset or source database (the
+            manifest's `patient_ids`): `source: <field>` or `PER_RECORD`.
     """
 
     name: str
@@ -45,8 +47,12 @@ class Source:
     label_sets: dict[str, list[str]] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     stratify_on: str | None = None
+    patient_ids: dict[str, str] = field(default_factory=dict)
 
 
+#: Patient ids of a release without them: each record is its own patient, so records of one
+#: patient may fall into different splits.
+PER_RECORD = "per record (no patient id in the release)"
 ReaderFn = Callable[..., Source]
 _READERS: dict[str, ReaderFn] = {}
 # Modules that register readers; imported lazily on first registry access.

@@ -22,9 +22,9 @@ Challenge 2025). Label set `code`: the six abnormalities 1dAVb, RBBB, LBBB, SB, 
 
 HDF5 files are read `chunk` exams at a time, so memory does not grow with the number of exams (the
 full CODE has 2.3 M). CODE joins `exams.csv` by `exam_id`; an exam id found on one side only is
-skipped and reported; folds are seeded, patient-grouped and stratified on `code`. CODE-test has one
-exam per patient. A tracings array whose shape disagrees with its ids or CSV is a one-line error
-naming the file.
+skipped and reported; folds are seeded, patient-grouped (`patient_id`) and stratified on `code`.
+CODE-test has one exam per patient and no patient ids. A tracings array whose shape disagrees with
+its ids or CSV is a one-line error naming the file.
 """
 
 from __future__ import annotations
@@ -163,6 +163,7 @@ def read_code(src: Path, *, chunk: int | str = CHUNK) -> Source:
             "citation": CITATION,
         },
         stratify_on="code",
+        patient_ids={"code": "source: patient_id of exams.csv (per exam where missing)"},
     )
 
 
@@ -225,8 +226,10 @@ def read_code_test(src: Path, *, chunk: int | str = CHUNK) -> Source:
             "dataset": "CODE-test (gold standard annotations)",
             "src": str(src.resolve()),
             "units": "tracings taken as mV",
-            "patients": "one exam per patient",
             "citation": CITATION,
         },
         stratify_on="code",
+        patient_ids={
+            "code_test": "per record (one exam per patient, no patient id in the release)"
+        },
     )

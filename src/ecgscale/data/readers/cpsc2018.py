@@ -12,7 +12,7 @@ Label set `dx`: the nine classes of the CPSC 2018 specification, 1 Normal, 2 AF,
 5 RBBB, 6 PAC, 7 PVC, 8 STD, 9 STE (multi-label: every label of a record counts); `first_label`
 keeps the first one. A `.mat` without a REFERENCE.csv row, a row without a `.mat`, a duplicate row
 or a label outside 1-9 is skipped and reported. There are no patient ids (each record is its own
-patient); folds are seeded and stratified on `dx`.
+patient, manifest `patient_ids`); folds are seeded and stratified on `dx`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import pandas as pd
 import scipy.io
 
 from ecgscale.data.preprocess import STANDARD_LEADS
-from ecgscale.data.readers import Skip, Source, register_reader, require_files
+from ecgscale.data.readers import PER_RECORD, Skip, Source, register_reader, require_files
 from ecgscale.data.store import Record
 from ecgscale.errors import DataError
 
@@ -123,8 +123,8 @@ def read_cpsc2018(src: Path) -> Source:
         provenance={
             "dataset": "CPSC 2018 (original release)",
             "src": str(src.resolve()),
-            "patients": "none in the release: each record is its own patient",
             "citation": "Liu et al. 2018, J Med Imaging Health Inform 8(7):1368-1373",
         },
         stratify_on="dx",
+        patient_ids={"cpsc2018": PER_RECORD},
     )

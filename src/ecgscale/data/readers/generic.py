@@ -138,4 +138,5 @@ def read_generic(
             "label_columns": columns,
         },
         stratify_on="labels",
+        patient_ids={dataset: f"source: column {patient_col!r} of {csv.name}"},
     )

@@ -142,4 +142,5 @@ def read_mimic_iv_ecg(src: Path, *, outcomes: str | Path | None = None) -> Sourc
         records=records(),
         label_sets={"statements": vocabulary},
         provenance=provenance,
+        patient_ids={"mimic_iv_ecg": "source: subject_id of record_list.csv"},
     )

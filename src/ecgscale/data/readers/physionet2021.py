@@ -18,13 +18,20 @@ Header: line 1 `<rec>[.mat] <leads> <fs> <N> [date time]` (the `.mat` suffix is 
 form that `wfdb.rdrecord` rejects); one line per lead `<file> <fmt> <gain>[(baseline)]/<unit>
 <bits> <adczero> <initial> <checksum> <block> <lead>`; comments `#Age:`, `#Sex:`, `#Dx:` (SNOMED-CT
 codes, comma-separated). As the official challenge helper does, headers are split on blanks and
-`.mat` files read with `scipy.io.loadmat`; mV = (val - baseline) / gain.
+`.mat` files read with `scipy.io.loadmat`; mV = (val - baseline) / gain. An age or sex with bytes
+that are not UTF-8 is unknown (the record is kept).
 
 Label sets: `snomed` = every code seen (abbreviations from both mapping tables in the manifest's
 provenance, codes in neither table listed there with their records); `scored` = the 26 classes of
 `weights.csv`, named as there (`713427006|59118001`), a record being positive for a class when any
-of its codes is one of the class's codes (the official scorer's equivalences). There are no patient
-ids: each record is its own patient; folds are seeded and stratified on `scored`.
+of its codes is one of the class's codes (the official scorer's equivalences).
+
+Patients: the headers carry no patient id, so each record is its own patient and repeat patients of
+the full release may fall into different splits. The PTB-XL part is the exception when PTB-XL's
+`ptbxl_database.csv` is given (`ptbxl_database`): record HR<n> is PTB-XL `ecg_id` n (the same
+signal, age and sex), so it gets PTB-XL's `patient_id` (`ptbxl:<id>`). The manifest's
+`patient_ids` says which applies to each source database. Folds are seeded, patient-grouped and
+stratified on `scored`.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ import numpy as np
 import pandas as pd
 import scipy.io
 
-from ecgscale.data.readers import Skip, Source, register_reader
+from ecgscale.data.readers import PER_RECORD, Skip, Source, register_reader
 from ecgscale.data.readers.wfdb_record import _TO_MV
 from ecgscale.data.store import Record
 from ecgscale.errors import DataError
@@ -179,8 +186,13 @@ def parse_header(path: Path) -> Header:
     )
 
 
+def _unknown(text: str) -> bool:
+    """Whether a demographic field is missing or holds bytes that are not UTF-8."""
+    return text.lower() in _MISSING or "\ufffd" in text
+
+
 def _age(text: str, path: Path) -> float | None:
-    if text.lower() in _MISSING:
+    if _unknown(text):
         return None
     try:
         return float(text)
@@ -189,7 +201,7 @@ def _age(text: str, path: Path) -> float | None:
 
 
 def _sex(text: str, path: Path) -> str | None:
-    if text.lower() in _MISSING:
+    if _unknown(text):
         return None
     if text.lower() not in _SEX:
         raise DataError(f"{path}: #Sex {text!r}; expected Male, Female or Unknown")
@@ -225,14 +237,32 @@ def _mapping(path: Path) -> dict[str, str]:
     return dict(zip(codes, names, strict=True))
 
 
+def ptbxl_patients(path: Path) -> dict[str, str]:
+    """Patient of each PTB-XL record of the challenge (`HR<ecg_id>` -> `ptbxl:<patient_id>`), from
+    PTB-XL's `ptbxl_database.csv` at `path`."""
+    try:
+        db = pd.read_csv(path, usecols=["ecg_id", "patient_id"])
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: expected PTB-XL's ptbxl_database.csv ({exc})") from None
+    db = db.dropna()
+    return {
+        f"HR{int(e):05d}": f"ptbxl:{int(p)}"
+        for e, p in zip(db["ecg_id"], db["patient_id"], strict=True)
+    }
+
+
 @register_reader("physionet2021")
-def read_physionet2021(src: Path, *, scoring: str | Path | None = None) -> Source:
+def read_physionet2021(
+    src: Path, *, scoring: str | Path | None = None, ptbxl_database: str | Path | None = None
+) -> Source:
     """Read the challenge records under `src`, labelled with the tables in `scoring`.
 
     Args:
         src: a folder holding the records (e.g. the `training/` tree or one database folder).
         scoring: folder with `weights.csv`, `dx_mapping_scored.csv` and
             `dx_mapping_unscored.csv`; by default `src` when it holds them.
+        ptbxl_database: PTB-XL's `ptbxl_database.csv`, whose `patient_id`s the PTB-XL records
+            (HR<ecg_id>) then get; without it every record is its own patient.
     """
     src = Path(src)
     if not src.is_dir():
@@ -264,9 +294,21 @@ def read_physionet2021(src: Path, *, scoring: str | Path | None = None) -> Sourc
     unknown = sorted(code for code in seen if code not in abbreviations)
     parsed = [h for h in headers if isinstance(h, Header)]
     unknown_records = {code: [h.name for h in parsed if code in h.dx] for code in unknown}
+    sources = [source_of(path) or "unknown" for path in paths]
+    patient_ids = dict.fromkeys(sorted(set(sources)), PER_RECORD)
+    patients: dict[str, str] = {}
+    if ptbxl_database is not None:
+        patients = ptbxl_patients(Path(ptbxl_database))
+    if patients and "ptbxl" in patient_ids:
+        hr = [p.stem for p, s in zip(paths, sources, strict=True) if s == "ptbxl"]
+        missing = sum(stem not in patients for stem in hr)
+        patient_ids["ptbxl"] = (
+            f"source: patient_id of {Path(ptbxl_database).name} (HR<n> = ecg_id n)"
+            + (f"; per record for {missing} records without a row" if missing else "")
+        )
 
     def records() -> Iterator[Record | Skip]:
-        for path, header in zip(paths, headers, strict=True):
+        for path, header, source in zip(paths, headers, sources, strict=True):
             if isinstance(header, DataError):
                 yield Skip(path.stem, str(header))
                 continue
@@ -277,14 +319,15 @@ def read_physionet2021(src: Path, *, scoring: str | Path | None = None) -> Sourc
                 continue
             scored = sorted({j for j in map(tables.class_of, header.dx) if j is not None})
             meta = {
-                "source": source_of(path) or "unknown",
+                "source": source,
                 "age": header.age,
                 "sex": header.sex,
                 "dx": ",".join(header.dx),
                 "labels_snomed": sorted(set(header.dx)),
                 "labels_scored": [tables.names[j] for j in scored],
             }
-            yield Record(signal, header.fs, header.leads, path.stem, path.stem, meta)
+            patient = patients.get(path.stem, path.stem) if source == "ptbxl" else path.stem
+            yield Record(signal, header.fs, header.leads, path.stem, patient, meta)
 
     return Source(
         name="physionet2021",
@@ -298,8 +341,8 @@ def read_physionet2021(src: Path, *, scoring: str | Path | None = None) -> Sourc
             "scored_abbreviations": list(tables.abbreviations),
             "snomed_abbreviations": {code: abbreviations.get(code) for code in sorted(seen)},
             "unknown_codes": unknown_records,
-            "patients": "none in the release: each record is its own patient",
             "citation": "Reyna et al. 2021, Computing in Cardiology 48:1-4",
         },
         stratify_on="scored",
+        patient_ids=patient_ids,
     )

@@ -13,7 +13,8 @@ statement in `scp_codes` counts whatever its likelihood; `all` = all statements,
 `form` / `rhythm` = statements with that flag, `subdiagnostic` / `superdiagnostic` = the
 diagnostic statements' `diagnostic_subclass` / `diagnostic_class`. Vocabularies are taken from
 `scp_statements.csv`. Official folds (`strat_fold`) are kept: 1-8 train, 9 validation, 10 test.
-`sex` is "M" (0) / "F" (1); ages of 300 (anonymised > 89 years) become 90.
+`sex` is "M" (0) / "F" (1); ages of 300 (anonymised > 89 years) become 90. Patients are
+`patient_id`s (a record without one is its own patient).
 """
 
 from __future__ import annotations
@@ -154,5 +155,8 @@ def read_ptbxl(src: Path, *, rate: int | None = None, target_fs: float = 100.0) 
             "src": str(src.resolve()),
             "source_rate_hz": rate,
             "citation": "Wagner et al. 2020, Sci Data 7:154",
+        },
+        patient_ids={
+            "ptbxl": "source: patient_id of ptbxl_database.csv (per record where missing)"
         },
     )
