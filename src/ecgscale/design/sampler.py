@@ -9,7 +9,7 @@ stratum holds draws of the prior conditioned on it; a stratum that the prior alm
 stops sampling with a `ConfigError` naming it.
 
 `design_study` turns the sampled networks into a `StudySpec` for `ecgscale.study.runner`: one
-family per network (named after its optimiser, carrying its learning rate and batch size; the
+family per network (grouped by its optimiser, carrying its learning rate and batch size; the
 network's configuration is the family's only `configs` entry) and one family per baseline model
 (ladder points inside the FLOP bounds). `write_design` writes `design.yaml` (the study),
 `samples.csv` (one row per network: sampled values, derived size, stratum) and `space.yaml`.
@@ -347,7 +347,8 @@ def design_study(sampled: SampleSet, base: StudyBase, out: Path):
     for s in sampled.samples:
         families.append(
             {
-                "name": s.optimizer or base.optimizer,
+                "name": s.name,
+                "group": s.optimizer or base.optimizer,
                 "model": "anynet",
                 "optimizer": s.optimizer or base.optimizer,
                 "objective": base.objective,

@@ -100,7 +100,8 @@ def plan(spec: StudySpec) -> list[Run]:
                 config["optimizer"] = family.optimizer
             text = json.dumps(config, sort_keys=True)
             run_id = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
-            runs.append(Run(run_id, family.name, point.name, point.target_params, config))
+            label = family.group or family.name
+            runs.append(Run(run_id, label, point.name, point.target_params, config))
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         raise ConfigError("the spec lists the same run twice (duplicate sizes, fractions or seeds)")

@@ -52,7 +52,9 @@ class FamilySpec(_Strict):
     """One model family x objective, at several sizes.
 
     Attributes:
-        name: label in tables and figures (e.g. "ResNet-SL").
+        name: the family's own name (unique in a spec; e.g. "ResNet-SL").
+        group: label in tables, fits and figures (default: `name`); families sharing a group are
+            fitted together on purpose (a design study's networks, one family each, by optimiser).
         model: registered model name.
         objective: "sl", "cmsc" or "masked".
         sizes: ladder point names (e.g. "resnet-63K") or indices into the family's ladder.
@@ -65,6 +67,7 @@ class FamilySpec(_Strict):
     """
 
     name: str
+    group: str | None = None
     model: str
     objective: str
     sizes: list[int | str] = Field(default_factory=list)
