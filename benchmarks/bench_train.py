@@ -11,7 +11,9 @@ demo study (ladder points of ~20K and ~200K parameters of both families, at the 
 
 * records/s: median of the per-step throughput of the metrics log after `--warmup` steps;
 * achieved FLOP/s: records/s x training FLOPs per record (`ecgscale.models.flops` convention:
-  matmul/conv/attention, forward + backward, encoder only);
+  matmul/conv/attention, forward + backward, encoder only; model FLOPs, so work the code skips
+  exactly - the beat Transformer's padding, its last block's non-CLS outputs under SL - still
+  counts);
 * peak FLOP/s: a dense float32 2048 x 2048 matmul with the same threads, measured just before
   and just after each model (the larger of the two); MFU = achieved / peak.
 
