@@ -1,4 +1,5 @@
-"""Atomic, durable file writes and content hashes shared by every stage that writes results.
+"""Atomic, durable file writes, content hashes and a lock between processes, shared by every stage
+that writes results.
 
 A write goes to a temporary file in the target's folder, is flushed to disk, and is renamed over
 the target (then the folder entry is flushed), so a reader sees the old file or the new one, never
@@ -7,9 +8,27 @@ a partial one - also after a crash.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+
+@contextmanager
+def exclusive_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `path` (created when missing) for the block: processes
+    that take the lock on one path execute their blocks one at a time (POSIX `flock`; the lock
+    goes with a process that dies)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def file_hash(path: str | Path) -> str:

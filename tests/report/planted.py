@@ -74,6 +74,6 @@ def write_planted(spec: StudySpec, noise: float = 0.01, seed: int = 0) -> Result
             "id_loss": id_loss,
             "pretext_loss": float("nan"),
         }
-        results.mark_running(run.run_id)
+        results.claim(run.run_id, "planted")
         results.finish(run.run_id, result, metrics)
     return results

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
+
 from ecgscale.study.executors import PoolExecutor, RayExecutor, SerialExecutor
 from ecgscale.study.planner import Run
 from ecgscale.study.spec import ExecutorSpec
@@ -20,7 +24,7 @@ def _collect(executor) -> tuple[dict, list, list]:
     executor.execute(
         RUNS,
         square,
-        lambda r: started.append(r.run_id),
+        lambda r: started.append(r.run_id) or True,
         lambda r, out: done.__setitem__(r.run_id, out["y"]),
         lambda r, err, final: errors.append((r.run_id, err, final)),
     )
@@ -38,6 +42,24 @@ def test_pool_executor() -> None:
     done, errors, _ = _collect(PoolExecutor(ExecutorSpec(kind="pool", workers=2, retries=0)))
     assert done == {"r0": 0, "r1": 1, "r2": 4}
     assert errors == [("r3", "ValueError: x is 3", True)]
+
+
+def pid(run: Run) -> dict:
+    return {"pid": os.getpid()}
+
+
+def test_pool_workers_are_replaced_after_max_runs_and_skipped_runs_never_start() -> None:
+    spec = ExecutorSpec(kind="pool", workers=1, max_runs_per_worker=2, retries=0)
+    pids: dict[str, int] = {}
+    PoolExecutor(spec).execute(
+        RUNS,
+        pid,
+        lambda r: r.run_id != "r1",  # r1: claimed by another runner
+        lambda r, out: pids.__setitem__(r.run_id, out["pid"]),
+        lambda r, err, final: pytest.fail(err),
+    )
+    assert sorted(pids) == ["r0", "r2", "r3"]
+    assert pids["r0"] == pids["r2"] != pids["r3"]  # a fresh process after two runs
 
 
 def test_ray_executor_on_a_local_instance() -> None:

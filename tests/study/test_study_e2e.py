@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -69,6 +70,26 @@ def test_killed_study_resumes_to_the_same_results(tmp_path: Path, base_spec) -> 
     np.testing.assert_allclose(a["value"], b["value"], rtol=1e-9, atol=1e-12)
     again = run_study(load_spec(killed), progress=False).runs()  # nothing left to do
     assert again["attempts"].tolist() == resumed["attempts"].tolist()
+
+
+def test_two_runners_on_one_study_run_every_run_once(tmp_path: Path, base_spec) -> None:
+    base_spec["families"][0]["sizes"] = [0]
+    source = {"synth": {"records": 150, "fs": 100, "length": 1000}}
+    base_spec.update(stores={"source": source}, ood=[], seeds=list(range(4)))
+    path = _write(tmp_path, base_spec, "shared")
+    cmd = [sys.executable, "-m", "ecgscale.cli.main", "study", "run", str(path)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [proc.communicate(timeout=600)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    runs = results_of(load_spec(path)).runs()
+    assert len(runs) == 4 and (runs["status"] == "done").all()
+    assert (runs["attempts"] == 1).all()  # no run was executed twice
+    assert runs["owner"].nunique() == 2  # the runners split the study
+    for run_id in runs["run_id"]:
+        lines = (tmp_path / "shared" / "runs" / run_id / "metrics.jsonl").read_text().splitlines()
+        steps = [(row["kind"], row["step"]) for row in map(json.loads, lines)]
+        assert len(steps) == len(set(steps)) > 0  # one training, its lines once
 
 
 @pytest.mark.slow

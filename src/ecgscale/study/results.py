@@ -11,13 +11,22 @@ Tables:
 A finished run's metrics and its "done" status are written in one transaction, so a study killed at
 any moment never holds half a run and never counts a run twice; resuming re-runs exactly the runs
 that are not "done".
+
+Runners claim a run before executing it (`claim`: one atomic UPDATE that sets the run's `owner` and
+a lease expiry `lease_until`), renew the leases of their runs while they execute (`renew`), and
+record a result only while they hold the claim (`finish`, `mark_failed` with `owner`). So runners
+started on one study at once split its runs, each executed once; the claim of a runner that died
+lapses when its lease expires, at once when it ran on this host and its process is gone.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterable
 from contextlib import closing
 from pathlib import Path
@@ -53,7 +62,9 @@ CREATE TABLE IF NOT EXISTS runs (
     flops_per_record REAL,
     train_flops REAL,
     id_loss REAL,
-    pretext_loss REAL
+    pretext_loss REAL,
+    owner TEXT,
+    lease_until REAL
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT NOT NULL REFERENCES runs(run_id),
@@ -63,6 +74,12 @@ CREATE TABLE IF NOT EXISTS metrics (
     PRIMARY KEY (run_id, task, metric)
 );
 """
+
+_LEASE_COLUMNS = {"owner": "TEXT", "lease_until": "REAL"}
+"""Columns added since the first schema (added to an older database when it is opened)."""
+
+LEASE_SECONDS = 120.0
+"""How long a claim holds without renewal (s); runners renew every `LEASE_SECONDS / 6`."""
 
 COMMON_TASK = "id_common"
 """Task of the common-label-set losses of label-scaling runs (`id_eval.evaluate_common`)."""
@@ -97,15 +114,41 @@ RUN_RESULT_COLUMNS = (
 )
 
 
+def new_owner() -> str:
+    """A claimant id, `host:pid:token`: unique per call, and tells whether its process lives."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _gone(owner: str) -> bool:
+    """Whether `owner` (a `new_owner` id) ran on this host in a process that no longer exists."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
 class Results:
     """Handle on a study's `results.sqlite`; every method opens its own short transaction."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db, db:
+        with closing(self._connect()) as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
+            with db:
+                db.execute("BEGIN IMMEDIATE")  # one runner at a time adds missing columns
+                have = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+                for name, kind in _LEASE_COLUMNS.items():
+                    if name not in have:
+                        db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=60, isolation_level="DEFERRED")
@@ -141,35 +184,89 @@ class Results:
         with closing(self._connect()) as db:
             return dict(db.execute("SELECT run_id, status FROM runs").fetchall())
 
-    def mark_running(self, run_id: str) -> None:
+    def claim(
+        self, run_id: str, owner: str, since: float = 0.0, lease: float = LEASE_SECONDS
+    ) -> bool:
+        """Mark `run_id` running under `owner` for `lease` seconds when nobody else holds it;
+        returns whether `owner` got it (and counted an attempt).
+
+        Claimable: a planned run; a failed one when `owner` failed it or it failed before `since`
+        (the claimant's start, so runs that a concurrent runner failed are not run again); a
+        running one whose lease expired or whose owner's process is gone (`_gone`).
+        """
+        now = time.time()
+        with closing(self._connect()) as db, db:
+            holder = db.execute(
+                "SELECT owner FROM runs WHERE run_id=? AND status='running'", (run_id,)
+            ).fetchone()
+            dead = holder[0] if holder and holder[0] and _gone(holder[0]) else None
+            cursor = db.execute(  # `owner=:dead`: only if nobody claimed it since the SELECT
+                "UPDATE runs SET status='running', owner=:owner, lease_until=:until, "
+                "attempts=attempts+1, started=:now, error=NULL WHERE run_id=:run AND ("
+                "status='planned' OR (status='failed' AND (owner=:owner OR finished<:since)) "
+                "OR (status='running' AND (owner=:dead OR lease_until IS NULL "
+                "OR lease_until<:now)))",
+                {"owner": owner, "until": now + lease, "now": now, "run": run_id,
+                 "since": since, "dead": dead},
+            )  # fmt: skip
+            return cursor.rowcount == 1
+
+    def renew(self, owner: str, lease: float = LEASE_SECONDS) -> None:
+        """Extend the lease of every run that `owner` is executing by `lease` seconds from now."""
         with closing(self._connect()) as db, db:
             db.execute(
-                "UPDATE runs SET status='running', attempts=attempts+1, started=?, error=NULL "
-                "WHERE run_id=?",
-                (time.time(), run_id),
+                "UPDATE runs SET lease_until=? WHERE owner=? AND status='running'",
+                (time.time() + lease, owner),
             )
 
-    def mark_failed(self, run_id: str, error: str) -> None:
+    def release(self, owner: str, error: str) -> None:
+        """Mark the runs that `owner` still holds as failed with `error` (a runner that stops
+        before they finish, e.g. on Ctrl-C: they are claimable again at once)."""
         with closing(self._connect()) as db, db:
             db.execute(
-                "UPDATE runs SET status='failed', error=?, finished=? WHERE run_id=?",
-                (error, time.time(), run_id),
+                "UPDATE runs SET status='failed', error=?, finished=?, lease_until=NULL "
+                "WHERE owner=? AND status='running'",
+                (error, time.time(), owner),
             )
 
-    def finish(self, run_id: str, result: dict[str, Any], metrics: list[tuple[str, str, float]]):
-        """Record a finished run: its results and metric rows in one transaction."""
+    def mark_failed(self, run_id: str, error: str, owner: str | None = None) -> bool:
+        """Record that a run failed; with `owner`, only while `owner` holds its claim (returns
+        whether it was recorded)."""
+        mine, args = ("AND owner=? AND status='running'", (owner,)) if owner else ("", ())
+        with closing(self._connect()) as db, db:
+            cursor = db.execute(
+                f"UPDATE runs SET status='failed', error=?, finished=?, lease_until=NULL "
+                f"WHERE run_id=? {mine}",
+                (error, time.time(), run_id, *args),
+            )
+            return cursor.rowcount == 1
+
+    def finish(
+        self,
+        run_id: str,
+        result: dict[str, Any],
+        metrics: list[tuple[str, str, float]],
+        owner: str | None = None,
+    ) -> bool:
+        """Record a finished run: its results and metric rows in one transaction; with `owner`,
+        only while `owner` holds its claim (returns whether it was recorded)."""
         values = [result.get(c) for c in RUN_RESULT_COLUMNS]
         sets = ", ".join(f"{c}=?" for c in RUN_RESULT_COLUMNS)
+        mine, args = ("AND owner=? AND status='running'", (owner,)) if owner else ("", ())
         with closing(self._connect()) as db, db:
+            cursor = db.execute(
+                f"UPDATE runs SET {sets}, status='done', finished=?, lease_until=NULL "
+                f"WHERE run_id=? {mine}",
+                (*values, time.time(), run_id, *args),
+            )
+            if cursor.rowcount != 1:
+                return False
             db.execute("DELETE FROM metrics WHERE run_id=?", (run_id,))
             db.executemany(
                 "INSERT INTO metrics (run_id, task, metric, value) VALUES (?,?,?,?)",
                 [(run_id, t, m, None if v is None else float(v)) for t, m, v in metrics],
             )
-            db.execute(
-                f"UPDATE runs SET {sets}, status='done', finished=? WHERE run_id=?",
-                (*values, time.time(), run_id),
-            )
+            return True
 
     def runs(self) -> pd.DataFrame:
         """The runs table."""

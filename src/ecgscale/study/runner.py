@@ -14,7 +14,10 @@ previous attempt was interrupted), then evaluates it:
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +26,10 @@ from typing import Any
 from rich.console import Console
 
 from ecgscale.data.store import Store
+from ecgscale.fileio import exclusive_lock
 from ecgscale.study.executors import make_executor
 from ecgscale.study.planner import Run, plan
-from ecgscale.study.results import COMMON_TASK, Results
+from ecgscale.study.results import COMMON_TASK, LEASE_SECONDS, Results, new_owner
 from ecgscale.study.spec import StudySpec
 
 console = Console()
@@ -49,7 +53,13 @@ def results_of(spec: StudySpec) -> Results:
 
 
 def prepare_stores(spec: StudySpec, progress: bool = True) -> dict[str, Path]:
-    """Path of every store of the study, generating synthetic ones that are missing."""
+    """Path of every store of the study, generating synthetic ones that are missing (one runner
+    at a time: another runner of the study waits, then finds them)."""
+    with exclusive_lock(spec.out / "stores" / ".lock"):
+        return _prepare_stores(spec, progress)
+
+
+def _prepare_stores(spec: StudySpec, progress: bool) -> dict[str, Path]:
     from ecgscale.data.prepare import synthesize
     from ecgscale.data.synth import SynthConfig
 
@@ -161,8 +171,29 @@ def execute_run(ctx: StudyContext, run: Run) -> dict[str, Any]:
     return {"result": result, "metrics": metrics}
 
 
+class _Heartbeat(threading.Thread):
+    """Renews the leases of the runs that `owner` executes every `LEASE_SECONDS / 6` seconds (a
+    renewal that finds the database busy is tried again at the next beat)."""
+
+    def __init__(self, results: Results, owner: str) -> None:
+        super().__init__(name="ecgscale-lease", daemon=True)
+        self.results, self.owner = results, owner
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(LEASE_SECONDS / 6):
+            with contextlib.suppress(sqlite3.OperationalError):
+                self.results.renew(self.owner)
+
+
 def run_study(spec: StudySpec, *, progress: bool = True) -> Results:
-    """Execute every run of `spec` that is not finished yet; returns the results store."""
+    """Execute every run of `spec` that is not finished yet; returns the results store.
+
+    Each run is claimed in the results store before it starts (`Results.claim`), so runners
+    started on one study at once split its runs; runs that another live runner holds are left to
+    it (and counted in a closing line).
+    """
+    since = time.time()
     stores = prepare_stores(spec, progress)
     runs = plan(spec)
     results = results_of(spec)
@@ -175,13 +206,19 @@ def run_study(spec: StudySpec, *, progress: bool = True) -> Results:
             f"{len(todo)} to run ({spec.executor.kind} executor)"
         )
     ctx = StudyContext(spec, stores)
-    counter = {"done": 0}
+    counter = {"done": 0, "elsewhere": 0}
+    owner = new_owner()
 
-    def on_start(run: Run) -> None:
-        results.mark_running(run.run_id)
+    def on_start(run: Run) -> bool:
+        if results.claim(run.run_id, owner, since):
+            return True
+        counter["elsewhere"] += 1
+        return False
 
     def on_done(run: Run, outcome: dict[str, Any]) -> None:
-        results.finish(run.run_id, outcome["result"], outcome["metrics"])
+        if not results.finish(run.run_id, outcome["result"], outcome["metrics"], owner):
+            _lost(run, progress)
+            return
         counter["done"] += 1
         if progress:
             r = outcome["result"]
@@ -193,12 +230,32 @@ def run_study(spec: StudySpec, *, progress: bool = True) -> Results:
             )
 
     def on_error(run: Run, error: str, final: bool) -> None:
-        results.mark_failed(run.run_id, error)
+        if not results.mark_failed(run.run_id, error, owner):
+            _lost(run, progress)
+            return
         if progress:
             what = "failed" if final else "failed, retrying"
             console.print(f"[red]{run.family} {run.size} {what}: {error}[/red]", highlight=False)
 
-    make_executor(spec.executor).execute(
-        todo, functools.partial(execute_run, ctx), on_start, on_done, on_error
-    )
+    heartbeat = _Heartbeat(results, owner)
+    heartbeat.start()
+    try:
+        make_executor(spec.executor).execute(
+            todo, functools.partial(execute_run, ctx), on_start, on_done, on_error
+        )
+    finally:
+        heartbeat.stopped.set()
+        results.release(owner, "interrupted: the runner stopped before the run finished")
+    if progress and counter["elsewhere"]:
+        console.print(f"{counter['elsewhere']} runs were finished or held by other runners")
     return results
+
+
+def _lost(run: Run, progress: bool) -> None:
+    """A run whose claim lapsed (this runner stalled past its lease) and was taken over."""
+    if progress:
+        console.print(
+            f"[yellow]{run.family} {run.size}: another runner took this run over; "
+            "its outcome here is not recorded[/yellow]",
+            highlight=False,
+        )

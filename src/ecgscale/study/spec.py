@@ -165,6 +165,8 @@ class ExecutorSpec(_Strict):
         cpus_per_run: CPUs reserved per run (Ray) and torch threads per run (pool and Ray).
         gpus_per_run: GPUs per run (fractions allowed for small models, Ray only).
         retries: extra attempts of a failed run before it is recorded as failed.
+        max_runs_per_worker: runs a pool or Ray worker process executes before a fresh process
+            replaces it, so that memory stays bounded over hundreds of runs (None: never).
     """
 
     kind: Literal["serial", "pool", "ray"] = "serial"
@@ -173,6 +175,7 @@ class ExecutorSpec(_Strict):
     cpus_per_run: float = Field(1.0, gt=0)
     gpus_per_run: float = Field(0.0, ge=0)
     retries: int = Field(1, ge=0)
+    max_runs_per_worker: int | None = Field(10, ge=1)
 
 
 class StudySpec(_Strict):
