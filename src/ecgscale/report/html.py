@@ -11,6 +11,7 @@ with `fits.json` holding every fit. All numbers in sentences and tables come fro
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import json
@@ -65,7 +66,12 @@ details{font-size:13px;margin:.2em 0} summary{cursor:pointer}
 
 
 def _fits(
-    table: pd.DataFrame, target: str, by: Sequence[str], transfer: bool, cache: FitCache
+    table: pd.DataFrame,
+    target: str,
+    by: Sequence[str],
+    transfer: bool,
+    cache: FitCache,
+    n_boot: int,
 ) -> tuple[dict[str, GroupAnalysis], dict[str, str]]:
     """Fits per group; groups whose points cannot support a fit map to the reason."""
     out: dict[str, GroupAnalysis] = {}
@@ -75,7 +81,7 @@ def _fits(
         try:
             with np.errstate(over="ignore", invalid="ignore"):  # unidentifiable bootstrap draws
                 (analysis,) = fit_results(
-                    rows, target=target, by=list(by), transfer=transfer, cache=cache, n_boot=N_BOOT
+                    rows, target=target, by=list(by), transfer=transfer, cache=cache, n_boot=n_boot
                 )
         except UserError as exc:
             skipped[label] = str(exc)
@@ -247,29 +253,32 @@ def _provenance(spec: StudySpec, runs: pd.DataFrame) -> str:
 FamilyFits = tuple[dict[str, GroupAnalysis], dict[str, str]]
 
 
-def _family_fits(table: pd.DataFrame) -> tuple[FamilyFits, FamilyFits, FamilyFits]:
+def _family_fits(
+    table: pd.DataFrame, n_boot: int = N_BOOT
+) -> tuple[FamilyFits, FamilyFits, FamilyFits]:
     """(ID, per-task OOD, task-mean OOD with transfers) fits of one family's rows, sharing one
     `FitCache`: the transfer fits reuse the ID, OOD and per-task fits of the same runs."""
     cache = FitCache()
     ood_table = table[table["task"] != "id"]
     return (
-        _fits(table, "id_loss", ["family"], False, cache),
-        _fits(ood_table, "ood_loss", ["family", "task"], False, cache),
-        _fits(ood_table, "ood_loss", ["family"], True, cache),
+        _fits(table, "id_loss", ["family"], False, cache, n_boot),
+        _fits(ood_table, "ood_loss", ["family", "task"], False, cache, n_boot),
+        _fits(ood_table, "ood_loss", ["family"], True, cache, n_boot),
     )
 
 
-def study_fits(table: pd.DataFrame) -> tuple[StudyFits, dict[str, str]]:
-    """ID and OOD fits per family (and OOD per family x task), and why groups were skipped.
-
-    Families are independent, so they are fitted in parallel processes (one per CPU at most)."""
+def study_fits(table: pd.DataFrame, n_boot: int = N_BOOT) -> tuple[StudyFits, dict[str, str]]:
+    """ID and OOD fits per family (and OOD per family x task) with `n_boot` bootstrap resamples,
+    and why groups were skipped. Families are independent, so they are fitted in parallel
+    processes (one per CPU at most)."""
+    fit_family = functools.partial(_family_fits, n_boot=n_boot)
     groups = [rows for _, rows in table.groupby("family", sort=False)]
     workers = min(len(groups), len(os.sched_getaffinity(0)))
     if workers > 1:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            parts = list(pool.map(_family_fits, groups))
+            parts = list(pool.map(fit_family, groups))
     else:
-        parts = [_family_fits(rows) for rows in groups]
+        parts = [fit_family(rows) for rows in groups]
     (id_fits, id_skipped), (task_fits, _), (ood_fits, ood_skipped) = (
         ({k: v for part in parts for k, v in part[i][0].items()},
          {k: v for part in parts for k, v in part[i][1].items()})
@@ -282,8 +291,9 @@ def study_fits(table: pd.DataFrame) -> tuple[StudyFits, dict[str, str]]:
     return StudyFits(id_fits, ood_fits, roles, task_fits), skipped
 
 
-def write_report(spec: StudySpec, out: str | Path) -> Path:
-    """Fit the study's results and write `out/report.html`, `out/*.png` and `out/fits.json`."""
+def write_report(spec: StudySpec, out: str | Path, *, n_boot: int = N_BOOT) -> Path:
+    """Fit the study's results (`n_boot` bootstrap resamples per fit) and write
+    `out/report.html`, `out/*.png` and `out/fits.json`."""
     from ecgscale.study.runner import results_of
 
     results = results_of(spec)
@@ -292,7 +302,7 @@ def write_report(spec: StudySpec, out: str | Path) -> Path:
         raise UserError(f"study {spec.name}: no finished runs in {results.path}; run it first")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    fits, skipped = study_fits(table)
+    fits, skipped = study_fits(table, n_boot)
     runs = results.runs()
     done = runs[runs["status"] == "done"]
     ood_table = table[table["task"] != "id"]
