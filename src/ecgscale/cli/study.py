@@ -190,7 +190,7 @@ def report_cmd(
 
 def demo_cmd(
     out: Annotated[Path, typer.Option(help="Folder of the demo study.")] = Path("demo_out"),
-    quick: Annotated[bool, typer.Option(help="A smaller study (about a minute).")] = False,
+    quick: Annotated[bool, typer.Option(help="36 runs, about two minutes.")] = False,
 ) -> None:
     """The main job: a four-family scaling study on synthetic ECGs, ending in an HTML report."""
     from ecgscale.study.demo import run_demo

@@ -1,8 +1,8 @@
 """`ecgscale demo`: the packaged demo study (specs/demo.yaml) from synthetic data to the report.
 
 `quick=True` shrinks it (fewer records, the three smallest sizes, three data sizes, a shorter
-budget; all four families kept) so that a test or a first look takes about a minute; the full demo
-is the README's main job.
+budget; all four families kept) so that a test or a first look takes about two minutes; the full
+demo is the README's main job.
 """
 
 from __future__ import annotations
