@@ -38,3 +38,23 @@ def ptbxl_100hz_store(shared_data: Path, tmp_path_factory: pytest.TempPathFactor
 
     out = tmp_path_factory.mktemp("ptbxl_100hz") / "ptbxl"
     return prepare("ptbxl", shared_data / "ptbxl_100hz", out, PreprocessConfig(fs=100, length=1000))
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """`chromium(tmp, *flags) -> argv` of headless Chromium (Debian's package, which `make test`
+    installs) with the flags this closed network needs and a fresh profile under `tmp`."""
+    import shutil
+
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert binary, "Chromium is needed for the report tests (make test installs it)"
+
+    def argv(tmp: Path, *flags: str) -> list[str]:
+        return [
+            binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            "--no-first-run", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", f"--user-data-dir={tmp / 'chromium'}", "--virtual-time-budget=5000",
+            *flags,
+        ]  # fmt: skip
+
+    return argv

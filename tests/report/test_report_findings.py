@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -125,13 +124,11 @@ def test_nice_ticks_label_short_and_long_spans() -> None:
     assert len(nice_ticks(0.99, 1.01)) >= 2
 
 
-def test_report_renders_within_a_1400_px_page(planted_report, tmp_path: Path) -> None:
+def test_report_renders_within_a_1400_px_page(planted_report, tmp_path: Path, chromium) -> None:
     """Headless Chromium at 1,400 px: nothing overflows, every figure decodes, and the full-page
     screenshot has content (not a blank page)."""
     from PIL import Image
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Chromium is needed for the report test (make test installs it)"
     report = planted_report[1]
     probe = tmp_path / "probe.html"
     script = (
@@ -140,14 +137,9 @@ def test_report_renders_within_a_1400_px_page(planted_report, tmp_path: Path) ->
         "i => i.naturalWidth + 'x' + i.getBoundingClientRect().right)].join(',')); });</script>"
     )
     probe.write_text(report.read_text().replace("</body>", script + "</body>"))
-    flags = [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1400,1000",
-        "--hide-scrollbars", "--virtual-time-budget=5000",
-    ]  # fmt: skip
+    argv = chromium(tmp_path, "--window-size=1400,1000", "--hide-scrollbars")
     dom = subprocess.run(
-        [chromium, *flags, "--dump-dom", probe.as_uri()],
+        [*argv, "--dump-dom", probe.as_uri()],
         capture_output=True, text=True, timeout=120, check=True,
     ).stdout  # fmt: skip
     match = re.search(r'data-probe="([0-9.,x]*)"', dom)
@@ -160,7 +152,7 @@ def test_report_renders_within_a_1400_px_page(planted_report, tmp_path: Path) ->
         assert int(natural) > 300 and float(right) <= 1400
     shot = tmp_path / "report.png"
     subprocess.run(
-        [chromium, *flags, f"--screenshot={shot}", report.as_uri()],
+        [*argv, f"--screenshot={shot}", report.as_uri()],
         capture_output=True, timeout=120, check=True,
     )  # fmt: skip
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)

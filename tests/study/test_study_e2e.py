@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -93,7 +92,7 @@ def test_two_runners_on_one_study_run_every_run_once(tmp_path: Path, base_spec) 
 
 
 @pytest.mark.slow
-def test_quick_demo_end_to_end(tmp_path: Path) -> None:
+def test_quick_demo_end_to_end(tmp_path: Path, chromium) -> None:
     """The demo's structure at a fraction of its cost: four families, three sizes, three data
     sizes, ID and four OOD tasks, fits and the HTML report."""
     from ecgscale.report.html import write_report
@@ -114,28 +113,22 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
     assert (report.parent / "fits.json").is_file() and (
         report.parent / "id_loss_vs_N.png"
     ).is_file()
-    widths = _rendered_image_widths(report, tmp_path)
+    widths = _rendered_image_widths(report, tmp_path, chromium)
     assert len(widths) == page.count("<img") and min(widths) > 300
 
 
-def _rendered_image_widths(report: Path, tmp: Path) -> list[int]:
+def _rendered_image_widths(report: Path, tmp: Path, chromium) -> list[int]:
     """Open the report in headless Chromium and return the decoded width of every image."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Chromium is needed for the report test (make test installs it)"
     probe = tmp / "probe.html"
     script = (
         "<script>window.addEventListener('load', () => { document.body.setAttribute("
         "'data-widths', [...document.images].map(i => i.naturalWidth).join(',')); });</script>"
     )
     probe.write_text(report.read_text().replace("</body>", script + "</body>"))
-    flags = [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp / 'chromium'}", "--virtual-time-budget=5000", "--dump-dom",
-    ]  # fmt: skip
     result = subprocess.run(
-        [chromium, *flags, probe.as_uri()], capture_output=True, text=True, timeout=120, check=True
-    )
+        [*chromium(tmp, "--dump-dom"), probe.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
     match = re.search(r'data-widths="([0-9,]*)"', result.stdout)
     assert match, "the page did not finish loading in Chromium"
     return [int(w) for w in match.group(1).split(",") if w]
