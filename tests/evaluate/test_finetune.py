@@ -142,3 +142,32 @@ def test_bad_options_fail_in_one_line(run_dir: Path, ptbxl_100hz_store) -> None:
         finetune(run_dir, "ptbxl_sex", ptbxl_100hz_store, mode="linear")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="steps=0"):
         finetune(run_dir, "ptbxl_sex", ptbxl_100hz_store, steps=0)
+
+
+def test_finetuned_run_is_saved_and_reloads_to_the_same_outputs(
+    run_dir: Path, ptbxl_100hz_store, tmp_path: Path
+) -> None:
+    from ecgscale.evaluate.embeddings import embed
+    from ecgscale.evaluate.sources import ModelSource
+    from ecgscale.train.checkpoint import load_tensors, strip_prefix
+
+    store = ptbxl_100hz_store
+    saved = tmp_path / "ft"
+    options = dict(mode="full", steps=4, batch_size=32, lr=3e-3)
+    result = finetune(run_dir, "ptbxl_superdiagnostic", store, run_out=saved, **options)
+    tensors, meta = load_tensors(saved / "best.safetensors")
+    assert meta["finetune"]["source"] == str(run_dir) and meta["finetune"]["steps"] == 4
+    assert ModelSource.of(saved).trained_fs == store.fs  # still an ecgscale run
+    # The saved encoder + head reproduce the reported test probabilities.
+    data = get_task("ptbxl_superdiagnostic").load(store)
+    z = np.asarray(embed(saved, store))[data.rows[data.test]]
+    head = strip_prefix("head", tensors)
+    logits = ((z - head["mean"].numpy()) / head["scale"].numpy()) @ head[
+        "linear.weight"
+    ].numpy().T + head["linear.bias"].numpy()
+    np.testing.assert_allclose(1 / (1 + np.exp(-logits)), result.test_outputs, atol=2e-5)
+    before = np.asarray(embed(run_dir, store))[data.rows[data.test]]
+    assert not np.allclose(before, z)  # the encoder's weights were trained, and saved
+    # ... and the saved run fine-tunes again like any run.
+    again = finetune(saved, "ptbxl_superdiagnostic", store, mode="head", steps=5)
+    assert again.test_loss < again.initial_test_loss

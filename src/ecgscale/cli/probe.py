@@ -62,7 +62,10 @@ def _summary(metrics: dict[str, Any]) -> str:
 
 def probe_cmd(
     checkpoint: Annotated[
-        list[Path], typer.Option(help="Run directory with best.safetensors (repeatable).")
+        list[str],
+        typer.Option(
+            help="Run directory, or external model ADAPTER:PATH / module:function (repeatable)."
+        ),
     ],
     task: Annotated[
         list[str], typer.Option(help="Task name, or NAME@STORE to pick a store (repeatable).")
@@ -131,7 +134,10 @@ def probe_cmd(
 
 
 def finetune_cmd(
-    checkpoint: Annotated[Path, typer.Option(help="Run directory with best.safetensors.")],
+    checkpoint: Annotated[
+        str,
+        typer.Option(help="Run directory, or external model ADAPTER:PATH / module:function."),
+    ],
     task: Annotated[str, typer.Option(help="Task name.")],
     store: Annotated[Path, typer.Option(help="Store directory of the task's dataset.")],
     mode: Annotated[
@@ -156,6 +162,10 @@ def finetune_cmd(
         "finetune_results.csv"
     ),
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    run_out: Annotated[
+        Path | None,
+        typer.Option(help="Save the fine-tuned encoder and head here as a run (default: not)."),
+    ] = None,
 ) -> None:
     """Fine-tune a run on a task (whole encoder, or a head on the frozen encoder) for a number of
     steps; writes test loss and metrics, with the untrained head's loss, as a tidy table."""
@@ -180,6 +190,7 @@ def finetune_cmd(
         scoring=scoring,
         device=device,
         progress=progress,
+        run_out=run_out,
     )
     summary = _summary(dict(result.metrics))
     console.print(
@@ -192,3 +203,5 @@ def finetune_cmd(
     rows = finetune_rows(str(checkpoint), result)
     write_table(rows, out)
     console.print(f"wrote [bold]{out}[/bold] ({len(rows)} rows)")
+    if run_out is not None:
+        console.print(f"saved the fine-tuned model as a run in [bold]{run_out}[/bold]")

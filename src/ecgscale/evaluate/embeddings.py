@@ -11,7 +11,6 @@ on a GPU and on a CPU agree to float32 rounding, and whichever was cached first 
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -22,74 +21,40 @@ import torch
 
 from ecgscale.data.loader import BatchLoader
 from ecgscale.data.store import Store
-from ecgscale.errors import ConfigError, DataError
-from ecgscale.fileio import file_hash
+from ecgscale.errors import ConfigError
+from ecgscale.evaluate.sources import ModelSource, checkpoint_hash
 from ecgscale.models.beats import encoder_tokens
-from ecgscale.train.checkpoint import load_tensors
 
 
-def _version(path: str | Path) -> tuple[str, int, int, int]:
-    """(path, inode, size, mtime) of a file: checkpoints are replaced by rename (a new inode),
-    never rewritten in place, so this identifies their content for the memoised readers below."""
-    resolved = Path(path).resolve()
-    stat = resolved.stat()
-    return str(resolved), stat.st_ino, stat.st_size, stat.st_mtime_ns
-
-
-@functools.lru_cache(maxsize=64)
-def _file_hash(version: tuple[str, int, int, int]) -> str:
-    return file_hash(version[0])
-
-
-@functools.lru_cache(maxsize=64)
-def _trained_fs(version: tuple[str, int, int, int]) -> float:
-    _, meta = load_tensors(version[0])
-    return float(meta["config"]["store_fs"])
-
-
-def checkpoint_hash(path: str | Path) -> str:
-    """blake2b of a checkpoint file's bytes (hashed once per process for an unchanged file)."""
-    return _file_hash(_version(path))
-
-
-def cache_key(checkpoint: str | Path, store: Store) -> str:
-    """Key of the embeddings of `checkpoint` over `store`."""
+def cache_key(model: str | Path | ModelSource, store: Store) -> str:
+    """Key of the embeddings of `model` (a run folder, a checkpoint file of one, an external
+    reference or a `ModelSource`) over `store`."""
+    if isinstance(model, str | Path) and Path(model).is_file():
+        weights = checkpoint_hash(model)
+    else:
+        weights = ModelSource.of(model).content_hash()
     prep = json.dumps(
         {"pre": store.manifest["preprocessing"], "fs": store.fs, "length": store.length},
         sort_keys=True,
     )
-    text = f"{checkpoint_hash(checkpoint)}|{store.checksum}|{prep}"
+    text = f"{weights}|{store.checksum}|{prep}"
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-def model_fs(run_dir: str | Path, which: str = "best") -> float:
-    """Sampling rate (Hz) of the store a run was trained on (read once per unchanged file)."""
-    path = Path(run_dir) / f"{which}.safetensors"
-    if not path.is_file():
-        raise DataError(f"{path}: no such checkpoint file (is {run_dir} a finished run?)")
-    return _trained_fs(_version(path))
-
-
-def check_rate(run_dir: str | Path, store: Store, which: str = "best") -> None:
-    """Raise `ConfigError` when `store` is sampled at another rate than the run was trained at."""
-    fs = model_fs(run_dir, which)
-    if fs != store.fs:
-        raise ConfigError(
-            f"{store.path}: sampled at {store.fs:g} Hz but the model in {run_dir} "
-            f"was trained at {fs:g} Hz; prepare the store with --fs {fs:g}"
-        )
-
-
 def load_run_encoder(
-    run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu"
+    model: str | Path | ModelSource,
+    which: str = "best",
+    device: str | torch.device = "cpu",
+    store_fs: float | None = None,
 ) -> torch.nn.Module:
-    """The run's encoder with its `which` weights on `device`. Building it draws throw-away
-    initial weights from torch's global generator, which is forked and restored, so the caller's
-    random state is untouched."""
-    from ecgscale.train import load_encoder
-
-    with torch.random.fork_rng(devices=[]):
-        return load_encoder(run_dir, which).to(device)
+    """The encoder of `model` (a run folder or an external reference) with its weights on
+    `device`, reading store batches at `store_fs` Hz (default: the run's training rate; required
+    for an external model). The caller's torch random state is untouched."""
+    source = ModelSource.of(model, which)
+    fs = store_fs if store_fs is not None else source.trained_fs
+    if fs is None:
+        raise ConfigError(f"{source.ref}: an external model needs the store's sampling rate")
+    return source.encoder(fs, device)
 
 
 @torch.inference_mode()
@@ -137,7 +102,7 @@ def _cached(path: Path, rows: int) -> np.ndarray | None:
 
 
 def embed(
-    run_dir: str | Path,
+    model: str | Path | ModelSource,
     store: Store,
     *,
     which: str = "best",
@@ -145,25 +110,26 @@ def embed(
     cache_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
 ) -> np.ndarray:
-    """Embeddings `(len(store), embed_dim)` float32 of every record of `store` by the run's encoder.
+    """Embeddings `(len(store), embed_dim)` float32 of every record of `store` by the encoder of
+    `model`: a run folder or an external reference (`ecgscale.evaluate.sources`).
 
     The array is memory-mapped from the cache file (read-only); index it (`features[rows]`) to get
-    the records of a task in memory.
+    the records of a task in memory. The cache folder defaults to the run's `embeddings/` (for
+    an external model, `sources.EXTERNAL_CACHE`).
 
-    Raises `ConfigError` when the store's sampling rate differs from the one the model was trained
-    at (prepare the store at that rate).
+    Raises `ConfigError` when the store's sampling rate differs from the one a run was trained
+    at (prepare the store at that rate); external encoders resample to their input contract.
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size}: expected at least 1")
-    run_dir = Path(run_dir)
-    checkpoint = run_dir / f"{which}.safetensors"
-    check_rate(run_dir, store, which)
-    cache = Path(cache_dir) if cache_dir is not None else run_dir / "embeddings"
-    path = cache / f"{cache_key(checkpoint, store)}.npy"
+    source = ModelSource.of(model, which)
+    source.check_rate(store.fs, store.path)
+    cache = Path(cache_dir) if cache_dir is not None else source.default_cache()
+    path = cache / f"{cache_key(source, store)}.npy"
     features = _cached(path, len(store))
     if features is not None:
         return features
-    encoder = load_run_encoder(run_dir, which, device)
+    encoder = source.encoder(store.fs, device)
     cache.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:

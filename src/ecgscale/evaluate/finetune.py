@@ -34,7 +34,7 @@ import itertools
 import math
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -51,7 +51,9 @@ from ecgscale.errors import ConfigError
 from ecgscale.evaluate import metrics as M
 from ecgscale.evaluate.embeddings import encode, load_run_encoder
 from ecgscale.evaluate.probe import _classification_metrics, _defined, _probability_loss
+from ecgscale.evaluate.sources import ModelSource
 from ecgscale.evaluate.tasks import result_rows, task_challenge_metrics, task_features
+from ecgscale.train.checkpoint import save_tensors, with_prefix, write_json
 
 Mode = Literal["full", "head"]
 MODES: tuple[str, ...] = ("full", "head")
@@ -188,7 +190,7 @@ def _optimizer(modules: list[nn.Module], lr: float, weight_decay: float) -> torc
 
 
 def finetune(
-    run_dir: str | Path,
+    model: str | Path,
     task: str,
     store: Store,
     *,
@@ -204,10 +206,13 @@ def finetune(
     cache_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    run_out: str | Path | None = None,
 ) -> FinetuneResult:
-    """Fine-tune the run in `run_dir` on `task` over `store` for `steps` steps (see the module
-    docstring); `batch_size` is capped at the number of training records; `lr` (peak AdamW
-    learning rate) defaults to `DEFAULT_LR[mode]`."""
+    """Fine-tune `model` (a run folder or an external reference, `ecgscale.evaluate.sources`)
+    on `task` over `store` for `steps` steps (see the module docstring); `batch_size` is capped
+    at the number of training records; `lr` (peak AdamW learning rate) defaults to
+    `DEFAULT_LR[mode]`. With `run_out`, the fine-tuned encoder and head are saved there as a run
+    (`save_finetuned`) that probes, fine-tuning and benchmarks load like any other."""
     if mode not in MODES:
         raise ConfigError(f"fine-tuning mode {mode!r}: expected one of {', '.join(MODES)}")
     for name, value in (("steps", steps), ("batch_size", batch_size)):
@@ -223,12 +228,12 @@ def finetune(
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         return _finetune(
-            Path(run_dir),
+            ModelSource.of(model, which),
             task,
             store,
             _Settings(
                 mode, steps, lr, batch_size, weight_decay, seed, eval_every, which, scoring,
-                cache_dir, device, progress,
+                cache_dir, device, progress, None if run_out is None else Path(run_out),
             ),
         )  # fmt: skip
 
@@ -249,15 +254,16 @@ class _Settings:
     cache_dir: str | Path | None
     device: str | torch.device
     progress: bool
+    run_out: Path | None
 
 
-def _finetune(run_dir: Path, task: str, store: Store, opt: _Settings) -> FinetuneResult:
+def _finetune(source: ModelSource, task: str, store: Store, opt: _Settings) -> FinetuneResult:
     """`finetune` once the options are checked, inside a forked torch generator seeded with
     `opt.seed` (dropout draws)."""
     device, steps, eval_every = opt.device, opt.steps, opt.eval_every
     start_time = time.perf_counter()
     definition, data, features = task_features(
-        run_dir, task, store, which=opt.which, cache_dir=opt.cache_dir, device=device
+        source, task, store, which=opt.which, cache_dir=opt.cache_dir, device=device
     )
     kind = data.kind
     outputs = len(data.classes)
@@ -269,7 +275,8 @@ def _finetune(run_dir: Path, task: str, store: Store, opt: _Settings) -> Finetun
     ).to(device)
     feats = torch.from_numpy(features).to(device)
     target_t = torch.from_numpy(targets.values).to(device)
-    encoder = load_run_encoder(run_dir, opt.which, device) if opt.mode == "full" else None
+    full = opt.mode == "full"
+    encoder = load_run_encoder(source, opt.which, device, store.fs) if full else None
 
     def logits(positions: np.ndarray, cached: bool = False) -> np.ndarray:
         """Float64 head outputs of the records at `positions`: from the cached embeddings (head
@@ -343,7 +350,7 @@ def _finetune(run_dir: Path, task: str, store: Store, opt: _Settings) -> Finetun
             definition, data, store, data.test, decisions, test_outputs, opt.scoring
         )
         metrics.update(official.scores())
-    return FinetuneResult(
+    result = FinetuneResult(
         task=task,
         mode=opt.mode,
         kind=kind,
@@ -366,6 +373,51 @@ def _finetune(run_dir: Path, task: str, store: Store, opt: _Settings) -> Finetun
         seconds=time.perf_counter() - start_time,
         test_outputs=test_outputs,
     )
+    if opt.run_out is not None:
+        weights = (
+            encoder if encoder is not None else load_run_encoder(source, opt.which, "cpu", store.fs)
+        )
+        save_finetuned(opt.run_out, source, weights, head, result, store)
+    return result
+
+
+def save_finetuned(
+    out: Path,
+    source: ModelSource,
+    encoder: nn.Module,
+    head: StandardisedHead,
+    result: FinetuneResult,
+    store: Store,
+) -> Path:
+    """Write a fine-tuned model as a run folder `out`: `best.safetensors` with `encoder.*` and
+    `head.*` tensors and metadata that rebuilds the encoder (the original run's `config`, or the
+    `external` reference of an external model) plus the fine-tuning record (`finetune`: source,
+    task, labels, thresholds, settings, test metrics); and `result.json`. Returns `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    record = {
+        "source": source.ref,
+        "store": str(store.path),
+        "store_checksum": store.checksum,
+        "store_fs": store.fs,
+        **{
+            f.name: getattr(result, f.name)
+            for f in fields(result)
+            if f.name not in ("test_outputs", "train_losses", "metrics", "per_class")
+        },
+        "metrics": dict(result.metrics),
+        "per_class": dict(result.per_class),
+    }
+    meta: dict[str, Any] = {k: v for k, v in source.meta.items() if k == "config"}
+    if source.external is not None:
+        meta["external"] = source.external.text
+    meta["finetune"] = record
+    tensors = {
+        **with_prefix("encoder", encoder.state_dict()),
+        **with_prefix("head", head.state_dict()),
+    }
+    save_tensors(out / "best.safetensors", tensors, meta)
+    write_json(out / "result.json", record)
+    return out
 
 
 def _inputs(

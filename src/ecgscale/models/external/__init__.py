@@ -197,7 +197,8 @@ class Resample(nn.Module):
             half = 10 * max(self.up, self.down)
             taps = sps.firwin(2 * half + 1, 1.0 / max(self.up, self.down), window=("kaiser", 5.0))
             taps = taps * self.up
-        self.register_buffer("taps", torch.as_tensor(taps, dtype=torch.float32).view(1, 1, -1))
+        taps = torch.as_tensor(taps, dtype=torch.float32).view(1, 1, -1)
+        self.register_buffer("taps", taps, persistent=False)  # depends on the store, not weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (self.up, self.down) == (1, 1):
