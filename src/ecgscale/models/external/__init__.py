@@ -24,6 +24,7 @@ one the network reads the store's batches as they are. Checkpoints are read with
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import math
 import pkgutil
 import re
@@ -276,8 +277,13 @@ class ExternalRef:
 
     @property
     def files(self) -> list[Path]:
-        """The files whose bytes define the model (for cache keys)."""
+        """The files whose bytes define the model (for cache keys): the checkpoint, or a
+        factory's module source and its weights file."""
         roots = [p for p in (self.path, self.weights) if p is not None]
+        if self.factory is not None:
+            spec = importlib.util.find_spec(self.factory.partition(":")[0])
+            if spec is not None and spec.origin and Path(spec.origin).is_file():
+                roots.insert(0, Path(spec.origin))
         out: list[Path] = []
         for root in roots:
             out += sorted(f for f in root.rglob("*") if f.is_file()) if root.is_dir() else [root]
