@@ -171,3 +171,21 @@ def test_finetuned_run_is_saved_and_reloads_to_the_same_outputs(
     # ... and the saved run fine-tunes again like any run.
     again = finetune(saved, "ptbxl_superdiagnostic", store, mode="head", steps=5)
     assert again.test_loss < again.initial_test_loss
+
+
+def test_label_fraction_trains_on_the_probe_protocols_subset(
+    run_dir: Path, ptbxl_100hz_store
+) -> None:
+    from ecgscale.evaluate.probe import fraction_subsets
+
+    store = ptbxl_100hz_store
+    result = finetune(
+        run_dir, "ptbxl_superdiagnostic", store, mode="head", steps=20, fraction=0.1, draw=1
+    )
+    data = get_task("ptbxl_superdiagnostic").load(store)
+    subsets = fraction_subsets(data.y, data.kind, data.train, fractions=[0.1], draws=2, seed=0)
+    assert result.n_train == len(subsets[1][2]) == round(0.1 * len(data.train))
+    other = finetune(
+        run_dir, "ptbxl_superdiagnostic", store, mode="head", steps=20, fraction=0.1, draw=0
+    )
+    assert other.train_losses != result.train_losses  # another draw, other records

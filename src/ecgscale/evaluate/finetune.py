@@ -50,7 +50,12 @@ from ecgscale.data.store import Store
 from ecgscale.errors import ConfigError
 from ecgscale.evaluate import metrics as M
 from ecgscale.evaluate.embeddings import encode, load_run_encoder
-from ecgscale.evaluate.probe import _classification_metrics, _defined, _probability_loss
+from ecgscale.evaluate.probe import (
+    _classification_metrics,
+    _defined,
+    _probability_loss,
+    fraction_subsets,
+)
 from ecgscale.evaluate.sources import ModelSource
 from ecgscale.evaluate.tasks import result_rows, task_challenge_metrics, task_features
 from ecgscale.train.checkpoint import save_tensors, with_prefix, write_json
@@ -207,12 +212,16 @@ def finetune(
     device: str | torch.device = "cpu",
     progress: bool = False,
     run_out: str | Path | None = None,
+    fraction: float = 1.0,
+    draw: int = 0,
 ) -> FinetuneResult:
     """Fine-tune `model` (a run folder or an external reference, `ecgscale.evaluate.sources`)
     on `task` over `store` for `steps` steps (see the module docstring); `batch_size` is capped
     at the number of training records; `lr` (peak AdamW learning rate) defaults to
-    `DEFAULT_LR[mode]`. With `run_out`, the fine-tuned encoder and head are saved there as a run
-    (`save_finetuned`) that probes, fine-tuning and benchmarks load like any other."""
+    `DEFAULT_LR[mode]`. With `fraction` < 1, training uses draw `draw` of that fraction of the
+    training labels (`ecgscale.evaluate.probe.fraction_subsets`, seeded by `seed`). With
+    `run_out`, the fine-tuned encoder and head are saved there as a run (`save_finetuned`) that
+    probes, fine-tuning and benchmarks load like any other."""
     if mode not in MODES:
         raise ConfigError(f"fine-tuning mode {mode!r}: expected one of {', '.join(MODES)}")
     for name, value in (("steps", steps), ("batch_size", batch_size)):
@@ -234,6 +243,7 @@ def finetune(
             _Settings(
                 mode, steps, lr, batch_size, weight_decay, seed, eval_every, which, scoring,
                 cache_dir, device, progress, None if run_out is None else Path(run_out),
+                fraction, draw,
             ),
         )  # fmt: skip
 
@@ -255,6 +265,8 @@ class _Settings:
     device: str | torch.device
     progress: bool
     run_out: Path | None
+    fraction: float
+    draw: int
 
 
 def _finetune(source: ModelSource, task: str, store: Store, opt: _Settings) -> FinetuneResult:
@@ -266,9 +278,16 @@ def _finetune(source: ModelSource, task: str, store: Store, opt: _Settings) -> F
         source, task, store, which=opt.which, cache_dir=opt.cache_dir, device=device
     )
     kind = data.kind
+    train = data.train
+    if opt.fraction < 1:
+        subsets = fraction_subsets(
+            data.y, kind, data.train, fractions=[opt.fraction], draws=opt.draw + 1,
+            seed=opt.seed, n_classes=len(data.classes) if kind == "multiclass" else None,
+        )  # fmt: skip
+        train = subsets[min(opt.draw, len(subsets) - 1)][2]
     outputs = len(data.classes)
-    targets = _targets(kind, data.y, data.train, outputs)
-    train_features = np.asarray(features[data.train], np.float64)
+    targets = _targets(kind, data.y, train, outputs)
+    train_features = np.asarray(features[train], np.float64)
     std = train_features.std(axis=0)
     head = StandardisedHead(
         train_features.mean(axis=0), np.where(std > 1e-12, std, 1.0), targets.bias
@@ -296,8 +315,8 @@ def _finetune(source: ModelSource, task: str, store: Store, opt: _Settings) -> F
 
     initial_val = val_loss(logits(data.val, cached=True))
     initial_test = _outputs_loss(kind, targets, data.test, logits(data.test, cached=True))
-    batch = min(opt.batch_size, len(data.train))
-    plan = _batches(data.train, batch, steps, opt.seed)
+    batch = min(opt.batch_size, len(train))
+    plan = _batches(train, batch, steps, opt.seed)
     modules: list[nn.Module] = [head] if encoder is None else [head, encoder]
     optimizer = _optimizer(modules, opt.lr, opt.weight_decay)
     train_losses: list[float] = []
@@ -365,7 +384,7 @@ def _finetune(source: ModelSource, task: str, store: Store, opt: _Settings) -> F
         per_class=MappingProxyType(per_class),
         label_names=tuple(data.classes),
         thresholds=thresholds,
-        n_train=len(data.train),
+        n_train=len(train),
         n_val=len(data.val),
         n_test=len(data.test),
         train_losses=tuple(train_losses),

@@ -687,19 +687,42 @@ def label_fraction_probes(
     fractions are run. A fraction of 1 is one probe on all training records (draws would be
     identical). `probe_options` go to `linear_probe`.
     """
+    subsets = fraction_subsets(
+        targets, kind, train, fractions=fractions, draws=draws, seed=seed,
+        n_classes=probe_options.get("n_classes"),
+    )  # fmt: skip
+    return tuple(
+        FractionResult(
+            f, d, linear_probe(features, targets, kind, subset, val, test, **probe_options)
+        )
+        for f, d, subset in subsets
+    )
+
+
+def fraction_subsets(
+    targets: np.ndarray,
+    kind: Kind,
+    train: np.ndarray,
+    *,
+    fractions: Sequence[float],
+    draws: int,
+    seed: int,
+    n_classes: int | None = None,
+) -> list[tuple[float, int, np.ndarray]]:
+    """`(fraction, draw, training indices)` of the label-fraction protocol (see
+    `label_fraction_probes`): draw `d` of fraction `f` keeps `max(1, round(f * len(train)))`
+    records chosen by `coverage_subsample` with `default_rng((seed, round(f * 1e6), d))`; a
+    fraction that keeps every record has one draw."""
     if draws < 1:
         raise ConfigError(f"draws={draws}: expected at least 1")
     if any(not 0 < f <= 1 for f in fractions):
         raise ConfigError(f"fractions {list(fractions)}: expected values in (0, 1]")
     train = _indices("train", train, len(np.asarray(targets)))
-    n_classes = probe_options.get("n_classes")
     indicators = _indicators(kind, np.asarray(targets)[train], n_classes)
-    results = []
+    out = []
     for f in fractions:
         m = max(1, round(f * len(train)))
         for d in range(1 if m >= len(train) else draws):
             rng = np.random.default_rng((seed, round(f * 1e6), d))
-            subset = train[coverage_subsample(indicators, len(train), m, rng)]
-            probe = linear_probe(features, targets, kind, subset, val, test, **probe_options)
-            results.append(FractionResult(float(f), d, probe))
-    return tuple(results)
+            out.append((float(f), d, train[coverage_subsample(indicators, len(train), m, rng)]))
+    return out
