@@ -12,12 +12,15 @@ import pytest
 from ecgscale.errors import DataError, UserError
 from ecgscale.evaluate.challenge2021 import (
     NORMAL_CODE,
+    PACKAGED_SCORING,
     ChallengeTables,
     challenge_metrics,
     challenge_score,
     challenge_statistic,
     load_challenge_tables,
     modified_confusion_matrix,
+    packaged_scoring_folder,
+    scoring_folder,
 )
 
 AF, AFL = "164889003", "164890007"  # atrial fibrillation, atrial flutter
@@ -301,3 +304,14 @@ def test_missing_folder_and_bad_inputs(tmp_path: Path, tiny: ChallengeTables) ->
         tiny.encode_labels(["426783006"])
     with pytest.raises(UserError, match=r"expected shape \(records, 3\)"):
         challenge_score(tiny, np.zeros((2, 4), bool), np.zeros((2, 4), bool))
+
+
+def test_default_tables_are_the_packaged_official_ones(tables: ChallengeTables) -> None:
+    """Without a folder (or with the token a store records) the packaged tables load; they are the
+    official ones the other tests read from the shared data."""
+    for folder in (None, PACKAGED_SCORING):
+        packaged = load_challenge_tables(folder)
+        assert packaged.folder == packaged_scoring_folder()
+        assert packaged.names == tables.names and packaged.abbreviations == tables.abbreviations
+        np.testing.assert_array_equal(packaged.weights, tables.weights)
+    assert scoring_folder("somewhere/else") == Path("somewhere/else")

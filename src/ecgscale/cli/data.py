@@ -71,7 +71,10 @@ def prepare_cmd(
     ] = None,
     scoring: Annotated[
         Path | None,
-        typer.Option(help="physionet2021: folder of the official scoring tables [default: none]."),
+        typer.Option(
+            help="physionet2021: folder of the official scoring tables [default: the 2021 "
+            "tables packaged with ecgscale]."
+        ),
     ] = None,
     outcomes: Annotated[
         Path | None,

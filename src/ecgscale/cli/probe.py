@@ -91,7 +91,7 @@ def probe_cmd(
     ] = None,
     scoring: Annotated[
         Path | None,
-        typer.Option(help="Challenge 2021 tables folder (default: the store's own)."),
+        typer.Option(help="Challenge 2021 tables folder (default: the store's, else packaged)."),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Records per encoder batch.")] = 256,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N (embedding pass).")] = "cpu",
@@ -155,7 +155,7 @@ def finetune_cmd(
     ] = 0,
     scoring: Annotated[
         Path | None,
-        typer.Option(help="Challenge 2021 tables folder (default: the store's own)."),
+        typer.Option(help="Challenge 2021 tables folder (default: the store's, else packaged)."),
     ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
     out: Annotated[Path, typer.Option(help="Results table (.csv or .parquet).")] = Path(

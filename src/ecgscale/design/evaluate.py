@@ -22,7 +22,12 @@ import torch
 
 from ecgscale.data.store import Store
 from ecgscale.errors import DataError
-from ecgscale.evaluate.challenge2021 import ChallengeTables, challenge_score, load_challenge_tables
+from ecgscale.evaluate.challenge2021 import (
+    ChallengeTables,
+    challenge_score,
+    load_challenge_tables,
+    scoring_folder,
+)
 from ecgscale.evaluate.embeddings import embed
 from ecgscale.evaluate.id_eval import source_classes
 from ecgscale.evaluate.metrics import tune_thresholds
@@ -39,9 +44,10 @@ def challenge_tables_of(store: Store, label_set: str) -> ChallengeTables | None:
     """The scoring tables of a PhysioNet-format store trained on `scored`; None for other data."""
     if store.manifest.get("name") != "physionet2021" or label_set != CHALLENGE_LABEL_SET:
         return None
-    folder = store.manifest.get("provenance", {}).get("scoring")
-    if not folder or not Path(folder).is_dir():
-        raise DataError(f"{store.path}: manifest names no readable scoring folder ({folder!r})")
+    recorded = store.manifest.get("provenance", {}).get("scoring")
+    folder = scoring_folder(recorded)  # none recorded: the tables packaged with ecgscale
+    if not folder.is_dir():
+        raise DataError(f"{store.path}: manifest names no readable scoring folder ({recorded!r})")
     return load_challenge_tables(folder)
 
 

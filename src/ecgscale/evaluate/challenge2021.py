@@ -1,7 +1,8 @@
 """The PhysioNet/CinC Challenge 2021 score, as the official `evaluate_model.py` computes it.
 
 The classes, their equivalences and the reward matrix come from the official tables in a scoring
-folder (`weights.csv`, `dx_mapping_scored.csv`); nothing here lists classes by hand. The
+folder (`weights.csv`, `dx_mapping_scored.csv`); nothing here lists classes by hand. The tables are
+packaged with ecgscale (`packaged_scoring_folder`, used wherever no folder is given). The
 definition followed (final version of physionetchallenges/evaluation-2021):
 
 * Classes are the row/column labels of `weights.csv`; a label `a|b` makes SNOMED-CT codes `a` and
@@ -40,6 +41,7 @@ import csv
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +54,22 @@ NORMAL_CODE = "426783006"
 
 WEIGHTS_FILE = "weights.csv"
 MAPPING_FILE = "dx_mapping_scored.csv"
+UNSCORED_FILE = "dx_mapping_unscored.csv"
+PACKAGED_SCORING = "packaged"
+"""What a store's provenance records as its `scoring` folder when the packaged tables were used."""
+
+
+def packaged_scoring_folder() -> Path:
+    """The official Challenge 2021 tables shipped with ecgscale (`ecgscale/evaluate/scoring2021`,
+    byte-identical to physionetchallenges/evaluation-2021; origin in its SOURCES.md)."""
+    return Path(str(resources.files("ecgscale.evaluate").joinpath("scoring2021")))
+
+
+def scoring_folder(value: str | Path | None) -> Path:
+    """The scoring folder `value` names: the packaged tables for None or `PACKAGED_SCORING`."""
+    if value is None or str(value) == PACKAGED_SCORING:
+        return packaged_scoring_folder()
+    return Path(value)
 
 
 @dataclass(frozen=True, eq=False)
@@ -209,13 +227,14 @@ def _parse_mapping(path: Path) -> dict[str, str]:
     return mapping
 
 
-def load_challenge_tables(folder: str | Path) -> ChallengeTables:
-    """Read `weights.csv` and `dx_mapping_scored.csv` from a scoring folder.
+def load_challenge_tables(folder: str | Path | None = None) -> ChallengeTables:
+    """Read `weights.csv` and `dx_mapping_scored.csv` from a scoring folder (by default, or for
+    `PACKAGED_SCORING`, the tables packaged with ecgscale).
 
     Raises `DataError` (one line) when a file is missing or malformed, when a code is listed in two
     classes, when the two tables disagree on the scored codes, or when the normal class is absent.
     """
-    folder = Path(folder)
+    folder = scoring_folder(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder; expected a folder with {WEIGHTS_FILE}")
     names, weights = _parse_weights(folder / WEIGHTS_FILE)

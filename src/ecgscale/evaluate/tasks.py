@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from ecgscale.data.store import Store
-from ecgscale.errors import ConfigError, DataError
+from ecgscale.errors import ConfigError
 from ecgscale.evaluate.challenge2021 import (
     ChallengeMetrics,
     ChallengeTables,
@@ -57,13 +57,8 @@ TABLE_COLUMNS: tuple[str, ...] = (
 
 def challenge_tables(store: Store, scoring: str | Path | None = None) -> ChallengeTables:
     """The Challenge 2021 tables in `scoring`, else in the folder the store was labelled with
-    (its manifest's provenance)."""
+    (its manifest's provenance), else the official tables packaged with ecgscale."""
     folder = scoring if scoring is not None else store.manifest["provenance"].get("scoring")
-    if folder is None:
-        raise DataError(
-            f"{store.path}: no Challenge 2021 scoring folder recorded; pass --scoring DIR "
-            "with weights.csv and dx_mapping_scored.csv"
-        )
     return load_challenge_tables(folder)
 
 

@@ -1,6 +1,6 @@
 """PhysioNet/CinC 2021 reader on the 134 real sample records and the official scoring tables:
 counts per source, label counts against MANIFEST.csv and weights.csv, the header quirks, raw values,
-and bad headers and signal files."""
+bad headers and signal files, and the packaged tables (used without --scoring) labelling alike."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import csv
 import shutil
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,10 @@ from ecgscale.data.preprocess import STANDARD_LEADS, PreprocessConfig
 from ecgscale.data.readers import PER_RECORD
 from ecgscale.data.readers.physionet2021 import read_physionet2021, source_of
 from ecgscale.data.store import Store
+from ecgscale.design.evaluate import challenge_tables_of
 from ecgscale.errors import DataError
+from ecgscale.evaluate.challenge2021 import load_challenge_tables, packaged_scoring_folder
+from ecgscale.evaluate.tasks import challenge_tables
 
 # 500 Hz, 10 s, no filter: the 500 Hz records of 10 s pass through unchanged (1 uV quantisation).
 RAW500 = PreprocessConfig(fs=500.0, length=5000, highpass_hz=None)
@@ -31,6 +35,9 @@ FOLDER_SOURCE = {
     "cpsc_2018": "cpsc", "cpsc_2018_extra": "cpsc_extra", "ptb": "ptb", "ptb-xl": "ptbxl",
     "georgia": "georgia", "chapman_shaoxing": "chapman_shaoxing", "ningbo": "ningbo",
 }  # fmt: skip
+SCORING_FILES = (
+    "dx_mapping_scored.csv", "dx_mapping_unscored.csv", "weights.csv", "weights_abbreviations.csv",
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -220,9 +227,54 @@ def test_ptbxl_records_get_ptbxl_patient_ids(shared_data, scoring, tmp_path, cap
     assert store.manifest["patient_ids"]["georgia"] == PER_RECORD
 
 
+def test_packaged_tables_are_the_official_ones(scoring: Path) -> None:
+    packaged = packaged_scoring_folder()
+    for name in SCORING_FILES:
+        assert (packaged / name).read_bytes() == (scoring / name).read_bytes(), name
+    assert "evaluation-2021" in (packaged / "SOURCES.md").read_text()
+
+
+def test_without_scoring_the_packaged_tables_label_alike(
+    shared_data: Path, scoring: Path, store: Store, tmp_path: Path, capsys
+) -> None:
+    """No --scoring: the packaged tables label every record as the shared official copy does, the
+    manifest says so, and the Challenge metric reads the same tables back from the store."""
+    out = tmp_path / "packaged"
+    args = ["data", "prepare", "physionet2021", "--src", str(shared_data / "cinc2021")]
+    args += ["--out", str(out), "--fs", "500", "--length", "5000", "--highpass", "0"]
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 0, capsys.readouterr().err
+    packaged = Store(out)
+    given, default = store.manifest["provenance"], packaged.manifest["provenance"]
+    assert default["scoring"] == "packaged" and given["scoring"] == str(scoring.resolve())
+    assert default["scoring_files"] == given["scoring_files"]
+    assert packaged.label_sets == store.label_sets
+    for column in ("record_id", "fold"):
+        assert packaged.meta[column].tolist() == store.meta[column].tolist(), column
+    for column in ("labels_scored", "labels_snomed"):
+        assert [list(v) for v in packaged.meta[column]] == [list(v) for v in store.meta[column]]
+    np.testing.assert_array_equal(packaged.labels("scored"), store.labels("scored"))
+    assert default["snomed_abbreviations"] == given["snomed_abbreviations"]
+    np.testing.assert_array_equal(packaged.signals[:], store.signals[:])
+    official = load_challenge_tables(scoring)
+    for tables in (challenge_tables(packaged), challenge_tables_of(packaged, "scored")):
+        assert tables.folder == packaged_scoring_folder()
+        assert tables.names == official.names and tables.classes == official.classes
+        np.testing.assert_array_equal(tables.weights, official.weights)
+    # A store that records no scoring folder (e.g. written before) scores with the packaged tables;
+    # --scoring still overrides what a store records.
+    unrecorded = SimpleNamespace(manifest={"name": "physionet2021", "provenance": {}}, path=out)
+    assert challenge_tables(unrecorded).folder == packaged_scoring_folder()  # type: ignore[arg-type]
+    assert challenge_tables_of(unrecorded, "scored").folder == packaged_scoring_folder()  # type: ignore[arg-type]
+    assert challenge_tables(packaged, scoring).folder == scoring
+
+
 def test_unusable_inputs_are_one_line_errors(shared_data: Path, scoring: Path, tmp_path) -> None:
-    with pytest.raises(DataError, match="pass --scoring DIR"):
-        read_physionet2021(shared_data / "cinc2021")
+    empty = tmp_path / "empty_scoring"
+    empty.mkdir()
+    with pytest.raises(DataError, match=r"empty_scoring: no weights\.csv; expected the official"):
+        read_physionet2021(shared_data / "cinc2021", scoring=empty)
     with pytest.raises(DataError, match=r"no \.hea headers"):
         read_physionet2021(tmp_path, scoring=scoring)
     broken = tmp_path / "scoring"

@@ -7,12 +7,19 @@ Expected layout (any folder depth; every `<rec>.hea` with its `<rec>.mat` is one
     SCORING/dx_mapping_scored.csv            the 30 scored codes (SNOMEDCTCode, Abbreviation, ...)
     SCORING/dx_mapping_unscored.csv          the unscored codes, same columns
     SCORING/weights.csv                      26 x 26 reward matrix; equivalent codes written `a|b`
+                                             (SCORING: `scoring`, by default the official tables
+                                             packaged with ecgscale)
 
 `<database>` is one of the 2021 folders (`cpsc_2018`, `cpsc_2018_extra`, `st_petersburg_incart`,
 `ptb`, `ptb-xl`, `georgia`, `chapman_shaoxing`, `ningbo`) or a 2020 `WFDB_*` folder; the source of a
 record is taken from that folder, else from its name: A CPSC, Q CPSC-extra, I INCART, S PTB, HR
 PTB-XL, E Georgia, JS00001-JS10646 Chapman-Shaoxing and JS10647-JS45551 Ningbo (the official
-numbering). The scoring tables come from `scoring` (by default SRC itself when it holds them).
+numbering). The scoring tables come from `scoring` when given, else from SRC itself when it holds
+a `weights.csv`, else from the official 2021 tables packaged with ecgscale
+(`ecgscale/evaluate/scoring2021`, byte-identical to physionetchallenges/evaluation-2021). The
+manifest's provenance records the folder used (`scoring`; `packaged` for the packaged tables, so a
+store does not depend on where ecgscale is installed) and the BLAKE2b hash of each table read
+(`scoring_files`).
 
 Header: line 1 `<rec>[.mat] <leads> <fs> <N> [date time]` (the `.mat` suffix is an older Georgia
 form that `wfdb.rdrecord` rejects); one line per lead `<file> <fmt> <gain>[(baseline)]/<unit>
@@ -50,9 +57,16 @@ from ecgscale.data.readers import PER_RECORD, Skip, Source, register_reader
 from ecgscale.data.readers.wfdb_record import _TO_MV
 from ecgscale.data.store import Record
 from ecgscale.errors import DataError
-from ecgscale.evaluate.challenge2021 import MAPPING_FILE, WEIGHTS_FILE, load_challenge_tables
+from ecgscale.evaluate.challenge2021 import (
+    MAPPING_FILE,
+    PACKAGED_SCORING,
+    UNSCORED_FILE,
+    WEIGHTS_FILE,
+    load_challenge_tables,
+    packaged_scoring_folder,
+)
+from ecgscale.fileio import file_hash
 
-UNSCORED_FILE = "dx_mapping_unscored.csv"
 SOURCES: tuple[str, ...] = (
     "cpsc",
     "cpsc_extra",
@@ -260,18 +274,24 @@ def read_physionet2021(
     Args:
         src: a folder holding the records (e.g. the `training/` tree or one database folder).
         scoring: folder with `weights.csv`, `dx_mapping_scored.csv` and
-            `dx_mapping_unscored.csv`; by default `src` when it holds them.
+            `dx_mapping_unscored.csv`; by default `src` when it holds a `weights.csv`, else the
+            official tables packaged with ecgscale.
         ptbxl_database: PTB-XL's `ptbxl_database.csv`, whose `patient_id`s the PTB-XL records
             (HR<ecg_id>) then get; without it every record is its own patient.
     """
     src = Path(src)
     if not src.is_dir():
         raise DataError(f"{src}: no such dataset folder")
-    folder = Path(scoring) if scoring is not None else src
+    if scoring is not None:
+        folder, recorded = Path(scoring), str(Path(scoring).resolve())
+    elif (src / WEIGHTS_FILE).is_file():
+        folder, recorded = src, str(src.resolve())
+    else:
+        folder, recorded = packaged_scoring_folder(), PACKAGED_SCORING
     if not (folder / WEIGHTS_FILE).is_file():
         raise DataError(
-            f"{folder}: no {WEIGHTS_FILE}; pass --scoring DIR with the official Challenge 2021 "
-            f"tables ({WEIGHTS_FILE}, {MAPPING_FILE}, {UNSCORED_FILE})"
+            f"{folder}: no {WEIGHTS_FILE}; expected the official Challenge 2021 tables "
+            f"({WEIGHTS_FILE}, {MAPPING_FILE}, {UNSCORED_FILE}) in --scoring DIR"
         )
     tables = load_challenge_tables(folder)
     if not (folder / UNSCORED_FILE).is_file():
@@ -337,7 +357,11 @@ def read_physionet2021(
         provenance={
             "dataset": "PhysioNet/CinC Challenge 2020/2021 training data",
             "src": str(src.resolve()),
-            "scoring": str(folder.resolve()),
+            "scoring": recorded,
+            "scoring_files": {
+                name: file_hash(folder / name)
+                for name in (WEIGHTS_FILE, MAPPING_FILE, UNSCORED_FILE)
+            },
             "scored_abbreviations": list(tables.abbreviations),
             "snomed_abbreviations": {code: abbreviations.get(code) for code in sorted(seen)},
             "unknown_codes": unknown_records,
