@@ -1,6 +1,6 @@
 """CODE / CODE-15% and CODE-test readers on files written in the official layouts: values, labels,
-patients, bounded memory over several part files, and the bad inputs (ids on one side only,
-duplicates, shapes that disagree)."""
+patients, bounded memory over several part files, the death outcome with its unknowns, and the bad
+inputs (ids on one side only, duplicates, shapes that disagree)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from ecgscale.data.prepare import prepare
 from ecgscale.data.preprocess import PreprocessConfig
 from ecgscale.data.store import Store
 from ecgscale.errors import DataError
+from ecgscale.tasks import get_task
 from fixtures.official_layouts import CODE_LABELS, write_code15, write_code_test
 
 # 400 Hz x 4096 without filtering: the contract leaves CODE tracings unchanged (1 uV steps).
@@ -152,3 +153,31 @@ def test_code_test_rows_that_disagree_are_one_line_errors(tmp_path: Path) -> Non
     attributes.iloc[:10].to_csv(tmp_path / "raw" / "attributes.csv", index=False)
     with pytest.raises(DataError, match=r"attributes\.csv: 10 rows, gold standard 30"):
         prepare("code_test", tmp_path / "raw", tmp_path / "s", RAW)
+
+
+def test_code15_death_is_an_outcome_with_unknowns(code15, tmp_path: Path) -> None:
+    """`death` True/False -> 1/0, empty (later exams of a patient) or unreadable -> unknown: the
+    task `code15_death` drops those records instead of counting them as survivors."""
+    root, exams, _ = code15
+    src = tmp_path / "raw"
+    src.mkdir()
+    for k in range(3):
+        (src / f"exams_part{k}.hdf5").symlink_to(root / "raw" / f"exams_part{k}.hdf5")
+    table = exams.astype({"death": object}).copy()
+    table["death"] = [True] * 10 + [False] * 25 + [None] * 24 + ["maybe"]
+    table.to_csv(src / "exams.csv", index=False)
+    store = prepare("code", src, tmp_path / "store", RAW)
+    meta = store.meta.set_index("record_id")
+    ids = exams["exam_id"].astype(str)
+    expected = pd.Series([1.0] * 10 + [0.0] * 25 + [np.nan] * 25, index=ids)
+    np.testing.assert_array_equal(meta.loc[ids, "death"].to_numpy(dtype=float), expected)
+    np.testing.assert_allclose(meta.loc[ids, "timey"], exams["timey"], equal_nan=True)
+    assert store.manifest["provenance"]["outcomes"]["death"] == {
+        "died": 10, "survived": 25, "empty (not the patient's first exam)": 24,
+        "unreadable (unknown)": 1, "timey known": int(exams["timey"].notna().sum()),
+    }  # fmt: skip
+    data = get_task("code15_death").load(store)
+    assert data.kind == "binary" and data.classes == ("death",)
+    assert len(data) == 35 and data.dropped_records == 25
+    used = store.meta["record_id"].to_numpy()[data.rows]
+    np.testing.assert_array_equal(data.y[:, 0], expected.loc[used].to_numpy())

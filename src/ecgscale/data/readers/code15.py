@@ -20,6 +20,18 @@ Tracings: 400 Hz, leads I, II, III, aVR, aVL, aVF, V1-V6, 7 s exams zero-padded 
 samples; values are taken as mV, the unit of the official WFDB conversion of CODE-15% (PhysioNet
 Challenge 2025). Label set `code`: the six abnormalities 1dAVb, RBBB, LBBB, SB, AF, ST.
 
+Fields of exams.csv used: `exam_id` (record id), `patient_id` (patients), `age`, `is_male` (sex
+M/F), the six labels, `nn_predicted_age`, `normal_ecg`, `trace_file` (kept as columns), and the
+outcome (task `code15_death`):
+
+* `death` -> column `death`: 1.0 if the patient died during follow-up, 0.0 if not, missing where
+  exams.csv leaves it empty - the release gives it only on the first exam of each patient, so a
+  later exam is unknown, never negative. A value other than True/False (or 1/0) is unknown too;
+  the manifest's provenance counts each case (`outcomes.death`).
+* `timey` -> column `timey`: years from the exam to death, or of follow-up when the patient did not
+  die (also first exams only); missing elsewhere. `death` is all-cause death within each patient's
+  own follow-up, which differs between patients (no fixed horizon).
+
 HDF5 files are read `chunk` exams at a time, so memory does not grow with the number of exams (the
 full CODE has 2.3 M). CODE joins `exams.csv` by `exam_id`; an exam id found on one side only is
 skipped and reported; folds are seeded, patient-grouped (`patient_id`) and stratified on `code`.
@@ -46,7 +58,8 @@ from ecgscale.errors import ConfigError, DataError
 FS = 400.0
 CHUNK = 128  # exams per HDF5 read: 128 x 4096 x 12 float32 = 25 MB
 _PART = re.compile(r"exams_part(\d+)\.hdf5")
-_EXTRA = ("nn_predicted_age", "normal_ecg", "death", "timey")
+_EXTRA = ("nn_predicted_age", "normal_ecg")
+_TRUE, _FALSE = {"true", "1", "1.0"}, {"false", "0", "0.0"}
 CITATION = "Ribeiro et al. 2020, Nat Commun 11:1760"
 
 
@@ -57,6 +70,29 @@ def _flags(frame: pd.DataFrame, path: Path) -> np.ndarray:
         raise DataError(f"{path}: missing label columns {missing}; expected {list(CODE_LABELS)}")
     text = frame[list(CODE_LABELS)].astype(str).apply(lambda c: c.str.strip().str.lower())
     return text.isin(["true", "1", "1.0"]).to_numpy()
+
+
+def death_outcome(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """`death` (1.0 / 0.0 / NaN unknown) and `timey` (years, NaN unknown) of every exams.csv row,
+    and the counts of each case. Without a `death` column both are all unknown."""
+    n = len(frame)
+    if "death" not in frame.columns:
+        return np.full(n, np.nan), np.full(n, np.nan), {"no death column in exams.csv": n}
+    raw = frame["death"]
+    text = raw.astype(str).str.strip().str.lower()
+    death = np.where(text.isin(_TRUE), 1.0, np.where(text.isin(_FALSE), 0.0, np.nan))
+    empty = raw.isna().to_numpy() | (text == "").to_numpy()
+    timey = np.full(n, np.nan)
+    if "timey" in frame.columns:
+        timey = pd.to_numeric(frame["timey"], errors="coerce").to_numpy(dtype=np.float64)
+    counts = {
+        "died": int((death == 1).sum()),
+        "survived": int((death == 0).sum()),
+        "empty (not the patient's first exam)": int(empty.sum()),
+        "unreadable (unknown)": int((np.isnan(death) & ~empty).sum()),
+        "timey known": int(np.isfinite(timey).sum()),
+    }
+    return death, timey, counts
 
 
 def _open(path: Path) -> h5py.File:
@@ -120,6 +156,7 @@ def read_code(src: Path, *, chunk: int | str = CHUNK) -> Source:
     if not {"exam_id", "patient_id"} <= set(exams.columns):
         raise DataError(f"{src / 'exams.csv'}: expected columns exam_id and patient_id")
     labels = _flags(exams, src / "exams.csv")
+    death, timey, death_counts = death_outcome(exams)
     duplicated = exams["exam_id"].duplicated(keep="first").to_numpy()
     position = pd.Series(np.flatnonzero(~duplicated), index=exams["exam_id"][~duplicated])
     ids_per_part = []
@@ -146,7 +183,8 @@ def read_code(src: Path, *, chunk: int | str = CHUNK) -> Source:
                         if k is None:
                             yield Skip(str(exam), f"{path.name} row {start + i}: no exams.csv row")
                             continue
-                        yield _record(exams.iloc[k], labels[k], signal, path.name)
+                        outcome = {"death": death[k], "timey": timey[k]}
+                        yield _record(exams.iloc[k], labels[k], signal, path.name, outcome)
         for rid in only_csv:
             yield Skip(str(rid), "exams.csv row without a tracing in exams_part*.hdf5")
 
@@ -161,13 +199,16 @@ def read_code(src: Path, *, chunk: int | str = CHUNK) -> Source:
             "files": [p.name for p in parts],
             "units": "tracings taken as mV",
             "citation": CITATION,
+            "outcomes": {"death": death_counts},
         },
         stratify_on="code",
         patient_ids={"code": "source: patient_id of exams.csv (per exam where missing)"},
     )
 
 
-def _record(row: pd.Series, flags: np.ndarray, signal: np.ndarray, part: str) -> Record:
+def _record(
+    row: pd.Series, flags: np.ndarray, signal: np.ndarray, part: str, outcome: dict[str, float]
+) -> Record:
     exam = str(int(row["exam_id"]))
     patient = row["patient_id"]
     sex = row.get("is_male")
@@ -177,6 +218,7 @@ def _record(row: pd.Series, flags: np.ndarray, signal: np.ndarray, part: str) ->
         "sex": None if pd.isna(sex) else ("M" if str(sex).lower() in ("true", "1") else "F"),
         "trace_file": part,
         **{c: row[c] for c in _EXTRA if c in row.index},
+        **{k: None if np.isnan(v) else float(v) for k, v in outcome.items()},
         "labels_code": [c for c, on in zip(CODE_LABELS, flags, strict=True) if on],
     }
     patient_id = f"exam{exam}" if pd.isna(patient) else str(int(patient))
