@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -59,3 +61,11 @@ def kaiming_init_(model: nn.Module, mode: str = "fan_in") -> None:
     for module in model.modules():
         if isinstance(module, nn.Conv1d) and not module.weight.is_meta:
             nn.init.kaiming_normal_(module.weight, mode=mode, nonlinearity="relu")
+
+
+def same_padding(length: int, kernel_size: int, stride: int = 1) -> tuple[int, int]:
+    """(left, right) zero padding of TensorFlow's 'SAME' rule: the output keeps
+    ceil(length / stride) samples and an odd padding total puts the extra sample on the right
+    (also any kernel size, unlike `nn.Conv1d(padding="same")`, which refuses strides)."""
+    total = max(0, (math.ceil(length / stride) - 1) * stride + kernel_size - length)
+    return total // 2, total - total // 2
