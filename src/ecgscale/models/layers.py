@@ -64,8 +64,8 @@ def kaiming_init_(model: nn.Module, mode: str = "fan_in") -> None:
 
 
 def same_padding(length: int, kernel_size: int, stride: int = 1) -> tuple[int, int]:
-    """(left, right) zero padding of TensorFlow's 'SAME' rule: the output keeps
-    ceil(length / stride) samples and an odd padding total puts the extra sample on the right
-    (also any kernel size, unlike `nn.Conv1d(padding="same")`, which refuses strides)."""
+    """(left, right) padding of TensorFlow's 'SAME' rule, for any kernel and stride (torch's
+    `padding="same"` refuses strides): the output has ceil(length / stride) samples, and an odd
+    total puts the extra sample on the right (kernel 16, stride 1: 7 left, 8 right)."""
     total = max(0, (math.ceil(length / stride) - 1) * stride + kernel_size - length)
     return total // 2, total - total // 2
