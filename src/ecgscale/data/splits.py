@@ -2,13 +2,17 @@
 
 Protocol (as PTB-XL's official `strat_fold`): ten folds numbered 1-10; folds 1-8 train, 9
 validation, 10 test. Datasets without official folds get seeded, patient-grouped folds stratified on
-each patient's rarest label (scikit-learn's `StratifiedGroupKFold`). Data-scaling subsets are
+each patient's rarest label (scikit-learn's `StratifiedGroupKFold`). Datasets with official
+train/validation/test splits instead of folds keep them (`folds_of_splits`): validation is fold 9,
+test fold 10, and training patients are spread over folds 1-8 by a hash of their id (no seed, no
+dependence on record order; cross-validation tasks use these folds). Data-scaling subsets are
 drawn at patient level from one seeded ordering of the training patients, so a smaller fraction
 is always contained in a larger one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 
 import numpy as np
@@ -26,6 +30,21 @@ def split_of_fold(fold: np.ndarray) -> np.ndarray:
     """Map fold numbers 1-10 to "train" / "val" / "test" (object array)."""
     fold = np.asarray(fold)
     return np.where(fold == TEST_FOLD, "test", np.where(fold == VAL_FOLD, "val", "train"))
+
+
+def folds_of_splits(split: np.ndarray, patient_ids: np.ndarray) -> np.ndarray:
+    """Folds 1-10 that keep official "train" / "val" / "test" splits: val -> 9, test -> 10, and a
+    training patient's records -> fold 1-8 from the BLAKE2b hash of its id (patient-grouped)."""
+    split = np.asarray(split).astype(str)
+    unknown = sorted(set(split) - {"train", "val", "test"})
+    if unknown:
+        raise DataError(f"splits {unknown}: expected train, val or test")
+    pids = np.asarray(patient_ids).astype(str)
+    patients, inverse = np.unique(pids, return_inverse=True)
+    digest = (hashlib.blake2b(p.encode(), digest_size=8).digest() for p in patients)
+    train_folds = np.array([1 + int.from_bytes(d, "big") % (VAL_FOLD - 1) for d in digest])
+    folds = np.where(split == "val", VAL_FOLD, train_folds[inverse].reshape(split.shape))
+    return np.where(split == "test", TEST_FOLD, folds).astype(np.int16)
 
 
 def assign_folds(patient_ids: np.ndarray, labels: np.ndarray | None, seed: int) -> np.ndarray:

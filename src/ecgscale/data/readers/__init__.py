@@ -62,6 +62,7 @@ _READER_MODULES: tuple[str, ...] = (
     "ecgscale.data.readers.cpsc2018",
     "ecgscale.data.readers.code15",
     "ecgscale.data.readers.mimic_iv_ecg",
+    "ecgscale.data.readers.echonext",
     "ecgscale.data.readers.generic",
 )
 
