@@ -6,7 +6,8 @@ Poterucha et al. 2025).
 Expected layout (reader `echonext`)::
 
     SRC/echonext_metadata_100k.csv       one row per ECG (100,000 ECGs, 36,286 patients); the
-                                         columns used are listed below
+                                         columns used are listed below (row counts as reported
+                                         for 1.1.x)
     SRC/EchoNext_train_waveforms.npy     float64 (72,475, 1, 2500, 12)
     SRC/EchoNext_val_waveforms.npy       float64 (4,626, 1, 2500, 12)
     SRC/EchoNext_test_waveforms.npy      float64 (5,442, 1, 2500, 12)
@@ -57,13 +58,13 @@ Metadata columns used:
 
       lvef_lte_45_flag                                   LV ejection fraction <= 45 %
       lvwt_gte_13_flag                                   LV wall thickness >= 13 mm
-      aortic_stenosis_moderate_or_greater_flag           and the same for
-      aortic_regurgitation_moderate_or_greater_flag      aortic, mitral, tricuspid and
-      mitral_regurgitation_moderate_or_greater_flag      pulmonary regurgitation,
-      tricuspid_regurgitation_moderate_or_greater_flag   RV systolic dysfunction
-      pulmonary_regurgitation_moderate_or_greater_flag   (moderate or greater)
-      rv_systolic_dysfunction_moderate_or_greater_flag
-      pericardial_effusion_moderate_large_flag           moderate or large effusion
+      aortic_stenosis_moderate_or_greater_flag           aortic stenosis, moderate or more
+      aortic_regurgitation_moderate_or_greater_flag      aortic regurgitation, same
+      mitral_regurgitation_moderate_or_greater_flag      mitral regurgitation, same
+      tricuspid_regurgitation_moderate_or_greater_flag   tricuspid regurgitation, same
+      pulmonary_regurgitation_moderate_or_greater_flag   pulmonary regurgitation, same
+      rv_systolic_dysfunction_moderate_or_greater_flag   RV systolic dysfunction, same
+      pericardial_effusion_moderate_large_flag           pericardial effusion, moderate/large
       pasp_gte_45_flag                                   PA systolic pressure >= 45 mmHg
       tr_max_gte_32_flag                                 TR peak velocity >= 3.2 m/s (as read)
       shd_moderate_or_greater_flag                       composite: any of the 11 above
