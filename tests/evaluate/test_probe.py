@@ -93,7 +93,11 @@ def test_probe_recovers_planted_multilabel_signal_and_beats_shuffled_labels(plan
     true_auroc = np.mean([_auroc(y[TEST, j], planted["prob"][TEST, j]) for j in range(y.shape[1])])
     assert result.metrics["auroc"] > true_auroc - 0.03
     assert result.label_names == ("a", "b", "c", "d")
-    assert len(result.thresholds) == 4 and set(result.per_class) == {"auroc", "auprc", "f1"}
+    per_class = {"auroc", "auprc", "f1", "n_pos"} | {
+        f"{m}_{end}" for m in ("auroc", "auprc", "f1") for end in ("lo", "hi")
+    }
+    assert len(result.thresholds) == 4 and set(result.per_class) == per_class
+    assert result.per_class["n_pos"] == tuple(float(v) for v in y[TEST].sum(axis=0))
     assert result.c_grid[0] < result.c < result.c_grid[-1]
 
     shuffled = y[np.random.default_rng(1).permutation(N)]

@@ -65,6 +65,7 @@ class LinearProbe:
             np.arange(n, n + m),
             np.arange(n + m, n + 2 * m),
             c_grid=self.c_grid,
+            bootstrap=None,  # the "test" split is a copy of validation: no intervals to report
         )
         return self
 

@@ -48,12 +48,11 @@ from torch import nn
 from ecgscale.data.loader import BatchLoader
 from ecgscale.data.store import Store
 from ecgscale.errors import ConfigError
-from ecgscale.evaluate import metrics as M
 from ecgscale.evaluate.embeddings import encode, load_run_encoder
 from ecgscale.evaluate.probe import (
     _classification_metrics,
-    _defined,
     _probability_loss,
+    _regression_metrics,
     fraction_subsets,
 )
 from ecgscale.evaluate.sources import ModelSource
@@ -489,11 +488,7 @@ def _test_metrics(
     if kind == "regression":
         pred = out_test * targets.scale + targets.mean
         truth = np.asarray(y, np.float64).reshape(len(y), -1)[test]
-        metrics = {
-            "mae": _defined(M.mae(truth, pred)),
-            "mse": _defined(float(((pred - truth) ** 2).mean())),
-            "r2": _defined(M.r2(truth, pred)),
-        }
+        metrics = _regression_metrics(truth, pred, targets.scale)
         return metrics, {}, (), pred
     p_val, p_test = _probabilities(kind, out_val), _probabilities(kind, out_test)
     yv, yt = targets.values[val], targets.values[test]

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from ecgscale.data.store import Store
 from ecgscale.errors import ConfigError
 from ecgscale.evaluate.embeddings import embed
-from ecgscale.evaluate.metrics import auroc
+from ecgscale.evaluate.metrics import DEFAULT_BOOTSTRAP, Bootstrap, auroc
 from ecgscale.evaluate.probe import DEFAULT_C_GRID, ProbeResult, bce_per_label, linear_probe
 from ecgscale.train.checkpoint import load_tensors, strip_prefix
 
@@ -111,15 +111,18 @@ def _label_probe(
     label_set: str,
     classes: Sequence[str],
     c_grid: Sequence[float],
+    bootstrap: Bootstrap | None = DEFAULT_BOOTSTRAP,
 ) -> tuple[np.ndarray, ProbeResult]:
     """0/1 targets `(records, classes)` of `classes` and the multi-label linear probe of
-    `(records, embed_dim)` features on them over the store's splits."""
+    `(records, embed_dim)` features on them over the store's splits (metric intervals with
+    `bootstrap`)."""
     columns = [store.label_sets[label_set].index(c) for c in classes]
     y = store.labels(label_set)[:, columns].astype(np.float32)
     train, val, test = (store.split_indices(s) for s in ("train", "val", "test"))
     probe = linear_probe(
-        features, y, "multilabel", train, val, test, c_grid=c_grid, label_names=list(classes)
-    )
+        features, y, "multilabel", train, val, test, c_grid=c_grid, label_names=list(classes),
+        bootstrap=bootstrap,
+    )  # fmt: skip
     return y, probe
 
 
@@ -205,7 +208,8 @@ def evaluate_common(
     if not groups.classes:
         raise ConfigError(f"{store.path}: no class of {label_set!r} can be evaluated")
     features = embed(run_dir, store, batch_size=batch_size, cache_dir=cache_dir, device=device)
-    y, probe = _label_probe(features, store, label_set, groups.classes, c_grid)
+    # only the per-class test losses are used: no intervals
+    y, probe = _label_probe(features, store, label_set, groups.classes, c_grid, bootstrap=None)
     losses = bce_per_label(y[store.split_indices("test")], probe.test_outputs)
     per_class = dict(zip(groups.classes, losses, strict=True))
     return {

@@ -20,7 +20,7 @@ array operations instead of a Python loop over replicates.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -247,63 +247,131 @@ def r2(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 # Statistics under record weights `(replicates, records)`, vectorised over replicates.
 
 
-def _weighted_ranking_curves(
-    y: np.ndarray, s: np.ndarray, weights: np.ndarray
+def _counts_dtype(w: np.ndarray) -> type:
+    """float32 for integer weights whose sums stay exact in float32 (bootstrap counts), else
+    float64: the ranking sums below are then exact integers and run twice as fast."""
+    exact = w.size == 0 or (float(w.sum(axis=1).max()) < 2**23 and np.array_equal(w, np.rint(w)))
+    return np.float32 if exact else np.float64
+
+
+def _ranking_from_sums(
+    wp: np.ndarray, fp_ge: np.ndarray, fp_gt: np.ndarray, tp_ge: np.ndarray, n_neg: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted positives and negatives per distinct score, highest score first: `(B, groups)`."""
-    order = np.argsort(-s, kind="stable")
-    scores = s[order]
-    starts = np.flatnonzero(np.r_[True, scores[1:] != scores[:-1]])
-    w = weights[:, order]
-    pos = np.add.reduceat(w * y[order], starts, axis=1)
-    neg = np.add.reduceat(w * ~y[order], starts, axis=1)
-    return pos, neg
+    """AUROC and AUPRC `(B,)` of one class from, per positive record i `(B, P)`: its weight
+    `wp`, the weighted negatives scoring `>= s_i` and `> s_i`, the weighted positives `>= s_i`;
+    `n_neg` `(B,)` is the weighted number of negatives."""
+    n_pos = wp.sum(axis=1, dtype=np.float64)
+    # negatives above a positive, ties counting one half
+    above = 0.5 * (wp * (fp_ge + fp_gt)).sum(axis=1, dtype=np.float64)
+    tp = tp_ge.astype(np.float64)
+    precision = np.divide(tp, tp + fp_ge, out=np.zeros_like(tp), where=tp > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        au = np.where((n_pos > 0) & (n_neg > 0), 1.0 - above / (n_pos * n_neg), np.nan)
+        ap = np.where(n_pos > 0, (wp * precision).sum(axis=1) / n_pos, np.nan)
+    return au, ap
 
 
-def _weighted_macro(
-    per_class: Callable[[np.ndarray, np.ndarray], np.ndarray],
-    y_true: np.ndarray,
-    y_score: np.ndarray,
-    weights: np.ndarray,
-    needs_negative: bool,
-) -> np.ndarray:
-    """Mean over classes, skipping classes without a (weighted, per replicate) positive, and
-    without a negative when `needs_negative`; NaN for a replicate with no usable class."""
+def _ranking_sorted(
+    y: np.ndarray, s: np.ndarray, w: np.ndarray, n_neg: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One class by cumulative sums over its records in descending score order: about three
+    passes over `(B, records)`, whatever the number of positives."""
+    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+    s_pos, s_neg = s[pos], s[neg]
+    order_neg = np.argsort(-s_neg, kind="stable")
+    cum_neg = np.zeros((w.shape[0], neg.size + 1), w.dtype)
+    np.cumsum(w[:, neg[order_neg]], axis=1, out=cum_neg[:, 1:])
+    desc_neg = -s_neg[order_neg]
+    order_pos = np.argsort(-s_pos, kind="stable")
+    desc_pos = -s_pos[order_pos]
+    wp = w[:, pos[order_pos]]
+    fp_ge = cum_neg[:, np.searchsorted(desc_neg, desc_pos, side="right")]
+    fp_gt = cum_neg[:, np.searchsorted(desc_neg, desc_pos, side="left")]
+    tp_ge = np.cumsum(wp, axis=1)[:, np.searchsorted(desc_pos, desc_pos, side="right") - 1]
+    return _ranking_from_sums(wp, fp_ge, fp_gt, tp_ge, n_neg)
+
+
+def _ranking_products(
+    y: np.ndarray, s: np.ndarray, w: np.ndarray, classes: np.ndarray, n_neg: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Classes with few positives by one matrix product over all records: for each positive i,
+    the columns `[s >= s_i] & negative`, `[s >= s_i] & positive` (and `[s > s_i] & negative`
+    where a negative ties a positive), so the cost grows with the positives, at BLAS speed."""
+    blocks, layout = [], []
+    for j in classes:
+        pos = np.flatnonzero(y[:, j])
+        s_pos = s[pos, j]
+        ge = s[:, j, None] >= s_pos[None, :]
+        neg = ~y[:, j, None]
+        ties = bool(np.isin(s_pos, s[~y[:, j], j]).any())
+        parts = [ge & neg, ge & ~neg] + ([(s[:, j, None] > s_pos[None, :]) & neg] if ties else [])
+        blocks.append(np.concatenate(parts, axis=1))
+        layout.append((pos, ties))
+    sums = w @ np.concatenate(blocks, axis=1).astype(w.dtype)
+    out, at = [], 0
+    for (pos, ties), j in zip(layout, classes, strict=True):
+        p = pos.size
+        fp_ge, tp_ge = sums[:, at : at + p], sums[:, at + p : at + 2 * p]
+        fp_gt = sums[:, at + 2 * p : at + 3 * p] if ties else fp_ge
+        at += (3 if ties else 2) * p
+        out.append(_ranking_from_sums(w[:, pos], fp_ge, fp_gt, tp_ge, n_neg[:, j]))
+    return out
+
+
+_FEW_POSITIVES = 100
+"""Classes with up to this many positives use `_ranking_products`; others `_ranking_sorted`."""
+
+
+def weighted_ranking(
+    y_true: np.ndarray, y_score: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """AUROC and average precision per class `(replicates, classes)` under record weights.
+
+    The definitions are scikit-learn's (`roc_auc_score`, ties counting one half;
+    `average_precision_score`), so with integer counts as weights each value equals the metric
+    of the resampled records. NaN where a replicate has no weighted positive of the class (both),
+    or no weighted negative (AUROC; AUPRC is then 1.0). Vectorised over replicates: for each
+    class, either cumulative sums in score order or, for a class with few positives, one matrix
+    product shared with the other such classes.
+    """
     y, s = _binary_pair(y_true, y_score)
     w = np.atleast_2d(np.asarray(weights, np.float64))
-    values = np.full((w.shape[0], y.shape[1]), np.nan)
-    skip = _single_valued(y) if needs_negative else _no_positive(y)
-    for j in np.flatnonzero(~skip):
-        pos, neg = _weighted_ranking_curves(y[:, j], s[:, j], w)
-        ok = pos.sum(axis=1) > 0
-        if needs_negative:
-            ok &= neg.sum(axis=1) > 0
-        values[ok, j] = per_class(pos[ok], neg[ok])
-    with np.errstate(invalid="ignore"):
-        count = np.isfinite(values).sum(axis=1)
-        return np.where(count > 0, np.nansum(values, axis=1) / np.maximum(count, 1), np.nan)
+    w = w.astype(_counts_dtype(w), copy=False)
+    n_pos_all = w @ y.astype(w.dtype)
+    n_neg = (w.sum(axis=1, dtype=np.float64)[:, None] - n_pos_all).astype(np.float64)
+    au = np.full((w.shape[0], y.shape[1]), np.nan)
+    ap = np.full_like(au, np.nan)
+    positives = y.sum(axis=0)
+    few = np.flatnonzero((positives > 0) & (positives <= _FEW_POSITIVES))
+    # columns per matrix product: at most ~32 MiB of indicator matrix
+    per_product = max(1, 2**23 // max(1, 3 * _FEW_POSITIVES * y.shape[0]))
+    for start in range(0, few.size, per_product):
+        group = few[start : start + per_product]
+        for j, (a, p) in zip(group, _ranking_products(y, s, w, group, n_neg), strict=True):
+            au[:, j], ap[:, j] = a, p
+    for j in np.flatnonzero(positives > _FEW_POSITIVES):
+        au[:, j], ap[:, j] = _ranking_sorted(y[:, j], s[:, j], w, n_neg[:, j])
+    return au, ap
 
 
-def _auroc_from_curves(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
-    neg_below = neg.sum(axis=1, keepdims=True) - np.cumsum(neg, axis=1)
-    return (pos * (neg_below + 0.5 * neg)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
-
-
-def _auprc_from_curves(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
-    tp, fp = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
-    precision = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=(tp + fp) > 0)
-    return (pos * precision).sum(axis=1) / pos.sum(axis=1)
+def class_macro(values: np.ndarray) -> np.ndarray:
+    """Mean over classes `(replicates,)` of `(replicates, classes)` values, over the classes
+    defined (not NaN) in each replicate; NaN for a replicate with none."""
+    defined = np.isfinite(values)
+    count = defined.sum(axis=1)
+    total = np.where(defined, values, 0.0).sum(axis=1)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def weighted_auroc(y_true: np.ndarray, y_score: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Macro AUROC `(replicates,)` under record weights (ties count one half, as scikit-learn)."""
-    return _weighted_macro(_auroc_from_curves, y_true, y_score, weights, needs_negative=True)
+    return class_macro(weighted_ranking(y_true, y_score, weights)[0])
 
 
 def weighted_auprc(y_true: np.ndarray, y_score: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Macro average precision `(replicates,)` under record weights (scikit-learn's definition; 1.0
     for a class that is all positive in a replicate, as `auprc`)."""
-    return _weighted_macro(_auprc_from_curves, y_true, y_score, weights, needs_negative=False)
+    return class_macro(weighted_ranking(y_true, y_score, weights)[1])
 
 
 def _weighted_f1_per_class(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -316,12 +384,18 @@ def _weighted_f1_per_class(y: np.ndarray, pred: np.ndarray, weights: np.ndarray)
         return np.where(either > 0, 2 * tp / either, np.nan)
 
 
+def weighted_f1_per_class(
+    y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """F1 per class `(replicates, classes)` of 0/1 decisions `y_pred` under record weights; NaN
+    where a class has neither a weighted positive label nor a weighted positive decision."""
+    y, pred = _binary_pair(y_true, y_pred)
+    return _weighted_f1_per_class(y, pred > 0.5, np.atleast_2d(np.asarray(weights, np.float64)))
+
+
 def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Macro F1 `(replicates,)` of 0/1 decisions `y_pred` (for example `score >= threshold`)."""
-    y, pred = _binary_pair(y_true, y_pred)
-    values = _weighted_f1_per_class(y, pred > 0.5, np.atleast_2d(np.asarray(weights, np.float64)))
-    with np.errstate(invalid="ignore"):
-        return np.where(np.isfinite(values).any(axis=1), np.nanmean(values, axis=1), np.nan)
+    return class_macro(weighted_f1_per_class(y_true, y_pred, weights))
 
 
 def _weighted_mean(per_record: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -334,6 +408,37 @@ def weighted_brier(y_true: np.ndarray, y_prob: np.ndarray, weights: np.ndarray) 
     return _weighted_mean(_brier_per_record(y_true, y_prob), weights)
 
 
+def weighted_ece(
+    y_true: np.ndarray, y_prob: np.ndarray, weights: np.ndarray, n_bins: int = 15
+) -> np.ndarray:
+    """`expected_calibration_error` `(replicates,)` under record weights (same bins and
+    binary/multi-label/multi-class definitions)."""
+    if n_bins < 1:
+        raise UserError(f"n_bins={n_bins}: expected a positive number of bins")
+    if _is_multiclass(y_true, y_prob):
+        labels, probs = _multiclass_pair(y_true, y_prob)
+        _check_probabilities(probs)
+        p = probs.max(axis=1)[:, None]
+        outcome = (probs.argmax(axis=1) == labels)[:, None].astype(np.float64)
+    else:
+        y, p = _binary_pair(y_true, y_prob)
+        _check_probabilities(p)
+        outcome = y.astype(np.float64)
+    w = np.atleast_2d(np.asarray(weights, np.float64))
+    n, k = p.shape
+    bins = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
+    gap = outcome - p
+    total = np.zeros(w.shape[0])
+    step = max(1, 2**22 // (n * n_bins))  # labels per product: at most ~32 MiB of gaps by bin
+    for start in range(0, k, step):
+        part = slice(start, min(k, start + step))
+        m = part.stop - part.start
+        by_bin = np.zeros((n, m * n_bins))
+        by_bin[np.arange(n)[:, None], bins[:, part] + n_bins * np.arange(m)] = gap[:, part]
+        total += np.abs(w @ by_bin).sum(axis=1)
+    return total / (k * w.sum(axis=1))
+
+
 def weighted_accuracy(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Multi-class `accuracy` `(replicates,)` under record weights."""
     labels, scores = _multiclass_pair(labels, scores)
@@ -344,6 +449,12 @@ def weighted_mae(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray) ->
     """`mae` `(replicates,)` under record weights."""
     y, p = _regression_pair(y_true, y_pred)
     return _weighted_mean(np.abs(y - p).mean(axis=1), weights)
+
+
+def weighted_mse(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Mean squared error `(replicates,)` under record weights, averaged over targets."""
+    y, p = _regression_pair(y_true, y_pred)
+    return _weighted_mean(((y - p) ** 2).mean(axis=1), weights)
 
 
 def weighted_r2(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -424,3 +535,99 @@ def bootstrap_ci(
         return Interval(estimate, float("nan"), float("nan"), level, n_boot, 0)
     low, high = np.quantile(valid, [(1 - level) / 2, (1 + level) / 2])
     return Interval(estimate, float(low), float(high), level, n_boot, int(valid.size))
+
+
+# ----------------------------------------------------------------------------------------------
+# Several statistics on one set of resamples
+
+MIN_DEFINED = 0.9
+"""Intervals that rest on fewer than this fraction of the resamples are flagged as unreliable
+(typically a class with a handful of test positives, absent from many resamples)."""
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """Settings of percentile bootstrap intervals over test records.
+
+    Attributes:
+        n_boot: resamples of the test records, drawn with replacement.
+        level: coverage of the interval, e.g. 0.95 for the 2.5 and 97.5 percentiles.
+        seed: seed of `numpy.random.default_rng`; the intervals depend only on the data and these.
+    """
+
+    n_boot: int = 1000
+    level: float = 0.95
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.level < 1:
+            raise UserError(f"level={self.level}: expected a coverage strictly between 0 and 1")
+        if self.n_boot < 1:
+            raise UserError(f"n_boot={self.n_boot}: expected at least one resample")
+
+
+DEFAULT_BOOTSTRAP = Bootstrap()
+
+
+@dataclass(frozen=True, eq=False)
+class Intervals:
+    """Percentile intervals of one statistic, of shape `()` (task-level) or `(classes,)`.
+
+    Attributes:
+        low, high: the `(1 - level) / 2` and `(1 + level) / 2` percentiles over the resamples
+            where the statistic was defined; NaN where it never was.
+        defined: the fraction of resamples where it was defined (not NaN).
+    """
+
+    low: np.ndarray
+    high: np.ndarray
+    defined: np.ndarray
+
+
+def percentile_intervals(values: np.ndarray, level: float) -> Intervals:
+    """Intervals of `(replicates, ...)` values over their first axis, ignoring NaN (numpy's
+    default linear interpolation between order statistics)."""
+    values = np.asarray(values, np.float64)
+    defined = np.isfinite(values)
+    count = defined.sum(axis=0)
+    ordered = np.sort(np.where(defined, values, np.inf), axis=0)  # undefined sorted last
+    bounds = []
+    for q in ((1 - level) / 2, (1 + level) / 2):
+        position = q * np.maximum(count - 1, 0)
+        below = np.floor(position).astype(np.int64)
+        above = np.minimum(below + 1, np.maximum(count - 1, 0))
+        lo = np.take_along_axis(ordered, below[None, ...], axis=0)[0]
+        hi = np.take_along_axis(ordered, above[None, ...], axis=0)[0]
+        with np.errstate(invalid="ignore"):
+            value = np.where(above > below, lo + (position - below) * (hi - lo), lo)
+        bounds.append(np.where(count > 0, value, np.nan))
+    return Intervals(bounds[0], bounds[1], count / max(values.shape[0], 1))
+
+
+def bootstrap_intervals(
+    evaluate: Callable[[np.ndarray], Mapping[str, np.ndarray]],
+    n_records: int,
+    settings: Bootstrap = DEFAULT_BOOTSTRAP,
+) -> dict[str, Intervals]:
+    """Percentile intervals of several statistics evaluated on the same resamples.
+
+    `evaluate(counts)` takes `(replicates, n_records)` counts of each record in a batch of
+    resamples (see `bootstrap_counts`) and returns named arrays `(replicates,)` or
+    `(replicates, classes)`, NaN where a statistic is undefined in a resample. The resamples are
+    drawn once from `numpy.random.default_rng(settings.seed)`, in batches of at most ~4M counts,
+    so every statistic sees the same resamples and the result depends only on the data and the
+    settings.
+    """
+    if n_records < 1:
+        raise UserError("bootstrap: expected at least one record")
+    rng = np.random.default_rng(settings.seed)
+    rows = max(1, min(settings.n_boot, 2**22 // n_records))
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, settings.n_boot, rows):
+        counts = bootstrap_counts(n_records, min(rows, settings.n_boot - start), rng)
+        for name, value in evaluate(counts).items():
+            parts.setdefault(name, []).append(np.asarray(value, np.float64))
+    return {
+        name: percentile_intervals(np.concatenate(values), settings.level)
+        for name, values in parts.items()
+    }

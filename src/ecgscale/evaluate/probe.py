@@ -63,8 +63,10 @@ class ProbeResult:
         c_grid: the grid searched; val_losses: the validation loss of the path fit at each C the
             path reached (it stops early, so this may be shorter than `c_grid`; empty when every
             label was single-valued in training and nothing was fitted).
-        metrics: task metrics on the test split (see `linear_probe`); None where undefined.
-        per_class: per-label test metrics (`auroc`, `auprc`, `f1`; None where skipped).
+        metrics: task metrics on the test split with their bootstrap intervals (see
+            `linear_probe`); None where undefined.
+        per_class: per-label test metrics (`auroc`, `auprc`, `f1`; None where skipped), with
+            their intervals and `n_pos`, the test positives of each label (see `linear_probe`).
         skipped_classes: labels single-valued on the test split (left out of AUROC/AUPRC macros).
         constant_labels: labels (or multi-class classes) absent or single-valued in training.
         label_names: one name per label/class/target.
@@ -358,12 +360,19 @@ def _defined(value: float) -> float | None:
 
 
 def _classification_metrics(
-    kind: str, y_test: np.ndarray, p_test: np.ndarray, y_val: np.ndarray, p_val: np.ndarray
+    kind: str,
+    y_test: np.ndarray,
+    p_test: np.ndarray,
+    y_val: np.ndarray,
+    p_val: np.ndarray,
+    bootstrap: M.Bootstrap | None = M.DEFAULT_BOOTSTRAP,
 ) -> tuple[dict[str, float | None], dict[str, tuple[float | None, ...]], tuple[int, ...], tuple]:
     """Test metrics, per-class metrics, skipped classes and (binary/multi-label) thresholds.
 
     Multi-class AUROC/AUPRC are one-vs-rest and its F1 uses arg-max decisions; binary and
-    multi-label F1 uses per-label thresholds tuned on the validation split.
+    multi-label F1 uses per-label thresholds tuned on the validation split. With `bootstrap`,
+    the metrics also get their percentile intervals over test records (`with_intervals`) and the
+    per-class metrics the test positives of each class (`n_pos`).
     """
     if kind == "multiclass":
         k = p_test.shape[1]
@@ -384,12 +393,116 @@ def _classification_metrics(
         "brier": M.brier_score(y_test, p_test),
         "ece": M.expected_calibration_error(y_test, p_test),
     }
-    per_class = {
-        name: tuple(_defined(v) for v in result.per_class)
-        for name, result in (("auroc", au), ("auprc", ap), ("f1", f1))
-    }
+    per_class_values = {"auroc": au.per_class, "auprc": ap.per_class, "f1": f1.per_class}
     tuned = () if kind == "multiclass" else tuple(thresholds.tolist())
-    return {k: _defined(v) for k, v in metrics.items()}, per_class, au.skipped, tuned
+    defined = {k: _defined(v) for k, v in metrics.items()}
+    per_class = {k: tuple(_defined(v) for v in values) for k, values in per_class_values.items()}
+    if bootstrap is None:
+        return defined, per_class, au.skipped, tuned
+    losses = _loss_per_record(kind, y_test, p_test)
+    hits = np.asarray(decisions >= thresholds, np.float64)
+
+    def evaluate(counts: np.ndarray) -> dict[str, np.ndarray]:
+        auroc, auprc = M.weighted_ranking(truth, p_test, counts)
+        f1_pc = M.weighted_f1_per_class(truth, hits, counts)
+        stats = {
+            "loss": (counts @ losses) / counts.sum(axis=1),
+            "auroc": M.class_macro(auroc),
+            "auprc": M.class_macro(auprc),
+            "f1": M.class_macro(f1_pc),
+            "brier": M.weighted_brier(y_test, p_test, counts),
+            "ece": M.weighted_ece(y_test, p_test, counts),
+            "class/auroc": auroc,
+            "class/auprc": auprc,
+            "class/f1": f1_pc,
+        }
+        if kind == "multiclass":
+            stats["accuracy"] = M.weighted_accuracy(y_test, p_test, counts)
+        return stats
+
+    intervals = M.bootstrap_intervals(evaluate, len(p_test), bootstrap)
+    metrics_out = with_intervals(
+        {"loss": _probability_loss(kind, y_test, p_test), **metrics}, intervals, bootstrap
+    )
+    del metrics_out["loss"]  # reported as the test loss; only its interval is added here
+    per_class.update(class_intervals(per_class_values, intervals))
+    per_class["n_pos"] = tuple(float(v) for v in truth.sum(axis=0))
+    return metrics_out, per_class, au.skipped, tuned
+
+
+def with_intervals(
+    metrics: Mapping[str, float],
+    intervals: Mapping[str, M.Intervals],
+    bootstrap: M.Bootstrap,
+) -> dict[str, float | None]:
+    """Task-level `metrics` with, for each one that has an interval, `<metric>_lo` and
+    `<metric>_hi`, and `<metric>_defined` (the fraction of resamples where it was defined) where
+    that is below 1; then `n_boot` and `ci_level`. None where undefined (NaN), so undefined
+    values stay out of the tidy table."""
+    out: dict[str, float | None] = {k: _defined(v) for k, v in metrics.items()}
+    for name, value in metrics.items():
+        if name not in intervals or _defined(value) is None:
+            continue
+        found = intervals[name]
+        out[f"{name}_lo"] = _defined(float(found.low))
+        out[f"{name}_hi"] = _defined(float(found.high))
+        if float(found.defined) < 1:
+            out[f"{name}_defined"] = float(found.defined)
+    out["n_boot"], out["ci_level"] = float(bootstrap.n_boot), float(bootstrap.level)
+    return out
+
+
+def class_intervals(
+    per_class: Mapping[str, np.ndarray], intervals: Mapping[str, M.Intervals]
+) -> dict[str, tuple[float | None, ...]]:
+    """Per-class `<metric>_lo`, `<metric>_hi` (and `<metric>_defined` where some class was
+    undefined in a resample) from the `class/<metric>` intervals; None where the class's own
+    value is undefined."""
+    out: dict[str, tuple[float | None, ...]] = {}
+    for name, values in per_class.items():
+        found = intervals.get(f"class/{name}")
+        if found is None:
+            continue
+        keep = ~np.isnan(np.asarray(values, np.float64))
+        for suffix, bound in (("lo", found.low), ("hi", found.high)):
+            out[f"{name}_{suffix}"] = tuple(
+                _defined(float(v)) if ok else None for v, ok in zip(bound, keep, strict=True)
+            )
+        if (found.defined[keep] < 1).any():
+            pairs = zip(found.defined, keep, strict=True)
+            out[f"{name}_defined"] = tuple(float(d) if ok and d < 1 else None for d, ok in pairs)
+    return out
+
+
+def _regression_metrics(
+    y_test: np.ndarray,
+    pred: np.ndarray,
+    scale: np.ndarray,
+    bootstrap: M.Bootstrap | None = M.DEFAULT_BOOTSTRAP,
+) -> dict[str, float | None]:
+    """`mae`, `mse` (target units), `r2` of `(test, targets)` predictions; with `bootstrap`, their
+    intervals and that of the test loss (squared error of targets standardised by `scale`)."""
+    metrics = {
+        "mae": M.mae(y_test, pred),
+        "mse": float(((pred - y_test) ** 2).mean()),
+        "r2": M.r2(y_test, pred),
+    }
+    if bootstrap is None:
+        return {k: _defined(v) for k, v in metrics.items()}
+    losses = (((pred - y_test) / scale) ** 2).mean(axis=1)
+
+    def evaluate(counts: np.ndarray) -> dict[str, np.ndarray]:
+        return {
+            "loss": (counts @ losses) / counts.sum(axis=1),
+            "mae": M.weighted_mae(y_test, pred, counts),
+            "mse": M.weighted_mse(y_test, pred, counts),
+            "r2": M.weighted_r2(y_test, pred, counts),
+        }
+
+    intervals = M.bootstrap_intervals(evaluate, len(pred), bootstrap)
+    out = with_intervals({"loss": float(losses.mean()), **metrics}, intervals, bootstrap)
+    del out["loss"]
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -412,6 +525,7 @@ def linear_probe(
     path_tol: float = 1e-3,
     path_dtype: torch.dtype = torch.float32,
     max_iter: int = 500,
+    bootstrap: M.Bootstrap | None = M.DEFAULT_BOOTSTRAP,
 ) -> ProbeResult:
     """Fit a linear probe on `features[train]`, choose C on `val`, report on `test`.
 
@@ -431,11 +545,20 @@ def linear_probe(
         path_tol, path_dtype: tolerance and torch dtype of the fits along the C path, which only
             rank the C values (float32 at 1e-3 by default: about 4 times cheaper than float64).
         max_iter: L-BFGS iterations per fit.
+        bootstrap: percentile bootstrap over test records for the metrics' intervals
+            (`ecgscale.evaluate.metrics.Bootstrap`: 1000 resamples, 95 %, seed 0); None: no
+            intervals.
 
     Metrics on the test split: binary/multilabel `auroc`, `auprc` (macros over labels that take
     both values), `f1` (at validation-tuned thresholds), `brier`, `ece`; multiclass `accuracy`,
     `auroc`, `auprc` (one-vs-rest macros), `f1` (macro, arg-max decisions), `brier`, `ece`;
     regression `mae`, `mse` (target units, averaged over targets), `r2`.
+
+    With `bootstrap`, every metric and the test loss get `<metric>_lo` and `<metric>_hi` (the
+    interval's ends; `loss_lo`, `loss_hi` for the test loss), `<metric>_defined` where some
+    resamples left it undefined (the fraction that did not), and `n_boot`, `ci_level`;
+    `per_class` gets the same `_lo`/`_hi` (`_defined`) for `auroc`, `auprc`, `f1` and `n_pos`,
+    the test positives of each class. All statistics are evaluated on the same resamples.
     """
     if kind not in KINDS:
         raise ConfigError(f"probe kind {kind!r}: expected one of {', '.join(KINDS)}")
@@ -460,13 +583,14 @@ def linear_probe(
     x_tr, x_va, x_te = rows(train), rows(val), rows(test)
     if kind == "regression":
         return _ridge_probe(
-            x_tr, x_va, x_te, y[train], y[val], y[test], grid, label_names, (mean, scale)
-        )
+            x_tr, x_va, x_te, y[train], y[val], y[test], grid, label_names, (mean, scale),
+            bootstrap,
+        )  # fmt: skip
     return _logistic_probe(
         kind, x_tr, x_va, x_te, y[train], y[val], y[test], grid, label_names,
         n_classes=int(y.max()) + 1 if kind == "multiclass" and n_classes is None else n_classes,
         solver=_Solver(patience, path_dtype, path_tol, tol, max_iter),
-        standardisation=(mean, scale),
+        standardisation=(mean, scale), bootstrap=bootstrap,
     )  # fmt: skip
 
 
@@ -492,6 +616,7 @@ def _logistic_probe(
     n_classes: int | None,
     solver: _Solver,
     standardisation: tuple[np.ndarray, np.ndarray],
+    bootstrap: M.Bootstrap | None,
 ) -> ProbeResult:
     n_tr = len(x_tr)
     if kind == "multiclass":
@@ -530,7 +655,9 @@ def _logistic_probe(
     outputs = LinearOutputs(kind, *standardisation, weight, bias, fitted, fill)
     p_va, p_te = outputs.standardised(x_va), outputs.standardised(x_te)
     val_loss, test_loss = _probability_loss(kind, y_va, p_va), _probability_loss(kind, y_te, p_te)
-    metrics, per_class, skipped, thresholds = _classification_metrics(kind, y_te, p_te, y_va, p_va)
+    metrics, per_class, skipped, thresholds = _classification_metrics(
+        kind, y_te, p_te, y_va, p_va, bootstrap
+    )
     return ProbeResult(
         kind=kind,
         test_loss=test_loss,
@@ -560,6 +687,16 @@ def _probability_loss(kind: str, y: np.ndarray, p: np.ndarray) -> float:
     return float(bce_per_label(y, p).mean())
 
 
+def _loss_per_record(kind: str, y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """`(records,)` loss of each record: BCE averaged over labels, or cross-entropy; their mean
+    is `_probability_loss`."""
+    tiny = np.finfo(np.float64).tiny
+    if kind == "multiclass":
+        return -np.log(np.maximum(p[np.arange(len(y)), y], tiny))
+    below_one = np.minimum(p, np.nextafter(1.0, 0.0))
+    return -(y * np.log(np.maximum(p, tiny)) + (1 - y) * np.log1p(-below_one)).mean(axis=1)
+
+
 def bce_per_label(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     """Mean BCE over records of each label `(labels,)` (natural log) from 0/1 targets and
     probabilities `(records, labels)`; probabilities of exactly 0 or 1 are kept finite."""
@@ -578,6 +715,7 @@ def _ridge_probe(
     grid: list[float],
     label_names: Sequence[str] | None,
     standardisation: tuple[np.ndarray, np.ndarray],
+    bootstrap: M.Bootstrap | None,
 ) -> ProbeResult:
     """Ridge on standardised targets: `W = (X'X + I/C)^-1 X'y` via one eigendecomposition."""
     y_mean, y_scale = _standardise(y_tr, np.arange(len(y_tr)))
@@ -597,11 +735,7 @@ def _ridge_probe(
     )
     pred_te = outputs.standardised(x_te)
     test_loss = float((((pred_te - y_te) / y_scale) ** 2).mean())
-    metrics = {
-        "mae": _defined(M.mae(y_te, pred_te)),
-        "mse": _defined(float(((pred_te - y_te) ** 2).mean())),
-        "r2": _defined(M.r2(y_te, pred_te)),
-    }
+    metrics = _regression_metrics(y_te, pred_te, y_scale, bootstrap)
     return ProbeResult(
         kind="regression",
         test_loss=test_loss,
