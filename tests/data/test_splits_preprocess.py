@@ -19,7 +19,7 @@ from ecgscale.data.preprocess import (
     preprocess,
     resample,
 )
-from ecgscale.data.splits import assign_folds, check_disjoint, nested_subset
+from ecgscale.data.splits import assign_folds, check_disjoint, folds_of_splits, nested_subset
 from ecgscale.errors import DataError
 
 
@@ -126,3 +126,20 @@ def test_high_pass_edges_do_not_depend_on_the_sampling_rate() -> None:
     assert np.abs(y100 - whole).max() < 0.01
     short = filter_signal(x100[..., :150], 100.0, config)  # 1.5 s: padding capped by the record
     assert short.shape == (20, 12, 150) and np.isfinite(short).all()
+
+
+def test_folds_of_official_splits_are_patient_grouped_and_order_free() -> None:
+    rng = np.random.default_rng(0)
+    patients = rng.integers(0, 300, 2000).astype(str)
+    split = np.where(patients.astype(int) < 40, "test", "train")
+    split[patients.astype(int) >= 280] = "val"
+    folds = folds_of_splits(split, patients)
+    assert set(folds[split == "val"]) == {9} and set(folds[split == "test"]) == {10}
+    train = split == "train"
+    assert set(folds[train]) == set(range(1, 9))  # 240 training patients reach every fold
+    by_patient = {p: set(folds[patients == p]) for p in np.unique(patients)}
+    assert all(len(f) == 1 for f in by_patient.values())
+    order = rng.permutation(len(split))
+    np.testing.assert_array_equal(folds_of_splits(split[order], patients[order]), folds[order])
+    with pytest.raises(DataError, match=r"splits \['holdout'\]"):
+        folds_of_splits(np.array(["train", "holdout"]), np.array(["a", "b"]))

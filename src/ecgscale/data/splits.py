@@ -36,7 +36,7 @@ def folds_of_splits(split: np.ndarray, patient_ids: np.ndarray) -> np.ndarray:
     """Folds 1-10 that keep official "train" / "val" / "test" splits: val -> 9, test -> 10, and a
     training patient's records -> fold 1-8 from the BLAKE2b hash of its id (patient-grouped)."""
     split = np.asarray(split).astype(str)
-    unknown = sorted(set(split) - {"train", "val", "test"})
+    unknown = sorted(str(s) for s in set(split) - {"train", "val", "test"})
     if unknown:
         raise DataError(f"splits {unknown}: expected train, val or test")
     pids = np.asarray(patient_ids).astype(str)
