@@ -5,6 +5,8 @@ batches, and one-line bad-file errors (a pickled config object names the convers
 
 from __future__ import annotations
 
+from argparse import Namespace
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -72,8 +74,9 @@ def test_round_trip_keeps_every_tensor(tmp_path: Path) -> None:
 
 def test_loads_fairseq_training_checkpoints_of_either_layout(tmp_path: Path) -> None:
     """The trainer's dict (plain cfg with task/criterion sections, optimizer history, extra
-    state); the newer fairseq-signals layout keeps the positional conv at conv_pos.pos_conv and
-    spells weight norm the parametrized way. `save` writes the layout it read."""
+    state, a pre-hydra Namespace); the newer fairseq-signals layout keeps
+    the positional conv at conv_pos.pos_conv and spells weight norm the parametrized way.
+    `save` writes the layout it read."""
     net = small()
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     net(torch.randn(2, 12, 400)).sum().backward()
@@ -93,6 +96,7 @@ def test_loads_fairseq_training_checkpoints_of_either_layout(tmp_path: Path) -> 
                                        "num_updates": 10}],
                 "last_optimizer_state": optimizer.state_dict(),
                 "extra_state": {"train_iterator": {"epoch": 3}, "val_loss": 0.5},
+                "legacy_args": Namespace(arch="wav2vec2", lr=[5e-5]),
             },
             tmp_path / name,
         )  # fmt: skip
@@ -170,6 +174,8 @@ def test_bad_files_are_one_line(tmp_path: Path) -> None:
     torch.save({"model": state, "cfg": Opaque()}, tmp_path / "omegaconf.pt")
     message = raises_one_line(r"pickles .*Opaque", ADAPTER.load, tmp_path / "omegaconf.pt")
     assert CONVERT in message
+    torch.save({"model": state, "extra_state": defaultdict(list)}, tmp_path / "meters.pt")
+    raises_one_line(r"pickles collections\.defaultdict", ADAPTER.load, tmp_path / "meters.pt")
 
     torch.save({"model": state}, tmp_path / "nocfg.pt")
     raises_one_line(r"no cfg\['model'\]", ADAPTER.load, tmp_path / "nocfg.pt")

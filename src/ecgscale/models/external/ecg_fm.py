@@ -28,10 +28,11 @@ The released model is BERT-Base sized: 4 convs (256 channels, kernel 2, stride 2
 of width 768, 12 heads, FFN 3072, a 128-wide positional conv in 16 groups, post-LN; 90,883,072
 parameters with the pre-training heads (README).
 
-Checkpoints are read with `torch.load(weights_only=True)`. Fairseq keeps `cfg` as a plain dict,
-which loads; a file whose `cfg` (or other state) pickles other objects (an omegaconf DictConfig,
-numpy arrays, argparse.Namespace) is refused with a one-line error giving this conversion, to be
-run once where fairseq-signals and omegaconf are installed::
+Checkpoints are read with `torch.load(weights_only=True)`; besides tensors and plain Python
+data only `argparse.Namespace` (pre-hydra fairseq `args`) is allowed. Fairseq keeps `cfg` as a
+plain dict, which loads; a file whose `cfg` (or other state) pickles other objects (an omegaconf
+DictConfig, numpy arrays, a defaultdict) is refused with a one-line error that names them and
+gives this conversion, to be run once where fairseq-signals and omegaconf are installed::
 
     python -c "import torch; from omegaconf import OmegaConf as O; c = torch.load('IN.pt', \
 map_location='cpu', weights_only=False); m = c['cfg']['model']; torch.save({'model': \
@@ -45,6 +46,7 @@ time average of the encoder output, 768 features.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import math
 from pathlib import Path
@@ -87,6 +89,9 @@ DEFAULTS: dict[str, Any] = {
     "latent_groups": 2,
     "latent_dim": 0,
 }
+# The plain attribute bag of pre-hydra fairseq checkpoints (`args`); a weights-only load cannot
+# rebuild defaultdict or deque at all (it only fills dicts and lists), so those need converting.
+PLAIN_CONTAINERS = [argparse.Namespace]
 CONVERT = (
     'python -c "import torch; from omegaconf import OmegaConf as O; '
     "c = torch.load('IN.pt', map_location='cpu', weights_only=False); m = c['cfg']['model']; "
@@ -299,7 +304,8 @@ class ECGFMNetwork(nn.Module):
 def _checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The state dict and plain cfg of a fairseq checkpoint, read with weights_only=True."""
     try:
-        obj = load_state(path)
+        with torch.serialization.safe_globals(PLAIN_CONTAINERS):
+            obj = load_state(path)
     except DataError as exc:
         refused = "weights_only" in str(exc) and path.is_file() and _pickled_objects(path)
         if not refused:

@@ -137,8 +137,8 @@ def _read_config(folder: Path) -> dict[str, Any]:
     path = folder / "config.json"
     if not path.is_file():
         raise DataError(
-            f"{folder}: no config.json; expected a Hugging Face HuBERT-ECG folder "
-            "(config.json + model.safetensors or pytorch_model.bin)"
+            f"{folder}: no config.json; expected a Hugging Face HuBERT-ECG folder (config.json + "
+            "model.safetensors or pytorch_model.bin; a legacy .pt converts with hubert-ecg-convert)"
         )
     try:
         config = json.loads(path.read_text())
