@@ -169,6 +169,25 @@ def pretrain_cmd(
         Path | None,
         typer.Option(help="YAML/JSON file of TrainConfig fields (a base) [default: none]."),
     ] = None,
+    tensorboard: Annotated[
+        bool | None,
+        typer.Option(
+            "--tensorboard",
+            help="Write TensorBoard event files under --out/tb.",
+            show_default=_default("tensorboard"),
+        ),
+    ] = None,
+    mlflow_uri: Annotated[
+        str | None,
+        typer.Option(
+            help="Log the finished run to MLflow at this tracking URI (file:./mlruns, "
+            "http://host:5000).",
+            show_default="none",
+        ),
+    ] = None,
+    mlflow_experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment.", show_default="ecgscale")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a run in --out.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -199,6 +218,7 @@ def pretrain_cmd(
         "bf16": bf16,
         "compile": compile_,
         "checkpoint_every": checkpoint_every,
+        "tensorboard": tensorboard,
     }
     fields.update({key: value for key, value in given.items() if value is not None})
     if epochs is not None:
@@ -217,11 +237,25 @@ def pretrain_cmd(
     for required in ("model", "objective", "data", "out"):
         if required not in fields:
             raise ConfigError(f"--{required} is required (or give it in --config)")
+    if mlflow_experiment is not None and mlflow_uri is None:
+        raise ConfigError("--mlflow-experiment needs --mlflow-uri")
+    if mlflow_uri is not None:
+        from ecgscale.tracking.mlflow_log import client
+
+        client(mlflow_uri)  # mlflow installed: fail before training, not after
     result = pretrain(
         TrainConfig.model_validate(fields), resume=resume, overwrite=overwrite, progress=progress
     )
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return
+    if mlflow_uri is not None:
+        from ecgscale.tracking.mlflow_log import log_pretrain
+
+        logged = log_pretrain(result, mlflow_uri, mlflow_experiment, overwrite=overwrite)
+        console.print(
+            f"MLflow: {'run ' + logged if logged else 'already logged'} at {mlflow_uri}",
+            highlight=False,
+        )
     metrics = ", ".join(f"{k} {v:.4g}" for k, v in result.best_metrics.items())
     console.print(
         f"{result.model} + {result.objective}: N = {result.params:,} encoder parameters, "

@@ -16,6 +16,25 @@ from ecgscale.models.flops import format_count
 console = Console()
 study_app = typer.Typer(help="Run scaling studies from a YAML spec.", no_args_is_help=True)
 SpecArg = Annotated[Path, typer.Argument(help="Study spec (YAML).")]
+MlflowUri = Annotated[
+    str | None,
+    typer.Option(
+        help="Log every run to MLflow at this tracking URI (file:./mlruns, http://host:5000).",
+        show_default="the spec's tracking.mlflow.uri, else none",
+    ),
+]
+MlflowExperiment = Annotated[
+    str | None,
+    typer.Option(help="MLflow experiment.", show_default="the spec's, else the study's name"),
+]
+TensorBoard = Annotated[
+    bool | None,
+    typer.Option(
+        "--tensorboard/--no-tensorboard",
+        help="TensorBoard event files under each run's folder (tb/).",
+        show_default="the spec's tracking.tensorboard",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -98,11 +117,18 @@ def _span(values: list[int]) -> str:
     return str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}"
 
 
-def _run(spec_path: Path) -> None:
+def _run(
+    spec_path: Path,
+    mlflow_uri: str | None = None,
+    mlflow_experiment: str | None = None,
+    tensorboard: bool | None = None,
+) -> None:
     from ecgscale.study.study import Study
 
     start = time.perf_counter()
-    results = Study.from_yaml(spec_path).run()
+    results = Study.from_yaml(spec_path).run(
+        mlflow_uri=mlflow_uri, mlflow_experiment=mlflow_experiment, tensorboard=tensorboard
+    )
     runs = results.runs()
     failed = runs[runs["status"] == "failed"]
     console.print(
@@ -114,15 +140,25 @@ def _run(spec_path: Path) -> None:
 
 
 @study_app.command("run")
-def run_cmd(spec_path: SpecArg) -> None:
+def run_cmd(
+    spec_path: SpecArg,
+    mlflow_uri: MlflowUri = None,
+    mlflow_experiment: MlflowExperiment = None,
+    tensorboard: TensorBoard = None,
+) -> None:
     """Run every run of the study that is not finished (finished runs are skipped)."""
-    _run(spec_path)
+    _run(spec_path, mlflow_uri, mlflow_experiment, tensorboard)
 
 
 @study_app.command("resume")
-def resume_cmd(spec_path: SpecArg) -> None:
+def resume_cmd(
+    spec_path: SpecArg,
+    mlflow_uri: MlflowUri = None,
+    mlflow_experiment: MlflowExperiment = None,
+    tensorboard: TensorBoard = None,
+) -> None:
     """Continue an interrupted study: unfinished runs restart from their last checkpoint."""
-    _run(spec_path)
+    _run(spec_path, mlflow_uri, mlflow_experiment, tensorboard)
 
 
 @study_app.command("status")

@@ -10,6 +10,10 @@ previous attempt was interrupted), then evaluates it:
   loss that scaling laws are fitted to;
 - label scaling only (spec `label_set_sizes`): one more probe on the study's common label set
   (`evaluate_common`), whose per-group losses are the task `COMMON_TASK` of the results store.
+
+With `tracking.mlflow` in the spec, the process that executes a run also logs it to MLflow (one
+MLflow run per run, tagged with the study and run id: `ecgscale.tracking.mlflow_log`); with
+`tracking.tensorboard`, each run writes TensorBoard event files under its folder.
 """
 
 from __future__ import annotations
@@ -105,13 +109,90 @@ def train_config(ctx: StudyContext, run: Run):
         optimizer=c.get("optimizer", "adamw"),
         seed=c["seed"],
         device=ctx.spec.device,
+        tensorboard=ctx.spec.tracking.tensorboard,
         out=ctx.runs_dir / run.run_id,
         **budget,
     )
 
 
+def _mlflow_experiment(spec: StudySpec) -> str:
+    assert spec.tracking.mlflow is not None
+    return spec.tracking.mlflow.experiment or spec.name
+
+
+def with_tracking(
+    spec: StudySpec,
+    *,
+    mlflow_uri: str | None = None,
+    mlflow_experiment: str | None = None,
+    tensorboard: bool | None = None,
+) -> StudySpec:
+    """`spec` with MLflow logging switched on (or its URI or experiment replaced; a relative
+    file-store URI is taken relative to the working directory) and TensorBoard event files on or
+    off; None leaves a setting as the spec has it."""
+    from ecgscale.errors import ConfigError
+    from ecgscale.study.spec import MlflowSpec
+    from ecgscale.tracking.mlflow_log import absolute_uri
+
+    tracking = spec.tracking
+    if mlflow_uri is not None or mlflow_experiment is not None:
+        current = tracking.mlflow
+        uri = mlflow_uri or (current.uri if current else None)
+        if uri is None:
+            raise ConfigError("--mlflow-experiment needs --mlflow-uri (or tracking.mlflow.uri)")
+        fields = current.model_dump() if current else {}
+        fields["uri"] = absolute_uri(uri) if mlflow_uri else uri
+        if mlflow_experiment is not None:
+            fields["experiment"] = mlflow_experiment
+        tracking = tracking.model_copy(update={"mlflow": MlflowSpec(**fields)})
+    if tensorboard is not None:
+        tracking = tracking.model_copy(update={"tensorboard": tensorboard})
+    return spec.model_copy(update={"tracking": tracking})
+
+
+def start_tracking(spec: StudySpec) -> StudySpec:
+    """Check that the spec's tracking can run here before any run starts (the packages are
+    installed; the MLflow experiment exists, created when missing) and make a relative file-store
+    URI absolute for the worker processes; returns the spec to execute."""
+    if spec.tracking.tensorboard:
+        from ecgscale.tracking.tensorboard_log import check_installed
+
+        check_installed()
+    if spec.tracking.mlflow is None:
+        return spec
+    from ecgscale.tracking import mlflow_log
+
+    mlflow = spec.tracking.mlflow
+    mlflow = mlflow.model_copy(update={"uri": mlflow_log.absolute_uri(mlflow.uri)})
+    mlflow_log.experiment_id(mlflow_log.client(mlflow.uri), _mlflow_experiment(spec))
+    tracking = spec.tracking.model_copy(update={"mlflow": mlflow})
+    return spec.model_copy(update={"tracking": tracking})
+
+
 def execute_run(ctx: StudyContext, run: Run) -> dict[str, Any]:
-    """Pre-train and evaluate one run; returns its results and metric rows."""
+    """Pre-train and evaluate one run; returns its results and metric rows (and logs the run to
+    MLflow when the spec says so: from this process, which may be a pool or Ray worker)."""
+    mlflow = ctx.spec.tracking.mlflow
+    if mlflow is None:
+        return _execute_run(ctx, run)
+    from ecgscale.tracking import mlflow_log
+
+    experiment = _mlflow_experiment(ctx.spec)
+    tracked = mlflow_log.open_study_run(mlflow.uri, experiment, ctx.spec.name, run)
+    try:
+        outcome = _execute_run(ctx, run)
+    except BaseException as exc:
+        if not tracked.complete:
+            with contextlib.suppress(Exception):  # the run's own error is the one to report
+                tracked.fail(f"{type(exc).__name__}: {exc}")
+        raise
+    if not tracked.complete:
+        run_dir = ctx.runs_dir / run.run_id
+        mlflow_log.finish_study_run(tracked, run, outcome, run_dir, mlflow.checkpoints)
+    return outcome
+
+
+def _execute_run(ctx: StudyContext, run: Run) -> dict[str, Any]:
     from ecgscale.evaluate.id_eval import common_label_groups, evaluate_common, evaluate_id
     from ecgscale.evaluate.tasks import probe_task
     from ecgscale.train import pretrain
@@ -194,6 +275,7 @@ def run_study(spec: StudySpec, *, progress: bool = True) -> Results:
     it (and counted in a closing line).
     """
     since = time.time()
+    spec = start_tracking(spec)
     stores = prepare_stores(spec, progress)
     runs = plan(spec)
     results = results_of(spec)

@@ -178,6 +178,34 @@ class ExecutorSpec(_Strict):
     max_runs_per_worker: int | None = Field(10, ge=1)
 
 
+class MlflowSpec(_Strict):
+    """MLflow logging of every run (`ecgscale.tracking.mlflow_log`).
+
+    Attributes:
+        uri: tracking URI: `file:./mlruns` (a local file store; a relative path is taken relative
+            to the spec file), `http://host:5000`, ...
+        experiment: experiment name (default: the study's name).
+        checkpoints: also log each run's `best.safetensors` as an artifact (off: the run's
+            result, config and log files only).
+    """
+
+    uri: str = Field(min_length=1)
+    experiment: str | None = Field(None, min_length=1)
+    checkpoints: bool = False
+
+
+class TrackingSpec(_Strict):
+    """Experiment tracking of a study's runs, off by default (needs `ecgscale[track]`).
+
+    Attributes:
+        mlflow: log every run to MLflow (params, metrics per step, final metrics, artifacts).
+        tensorboard: every run writes TensorBoard event files under its folder (`tb/`).
+    """
+
+    mlflow: MlflowSpec | None = None
+    tensorboard: bool = False
+
+
 class StudySpec(_Strict):
     """A whole study (see the module docstring and examples/demo.yaml)."""
 
@@ -194,6 +222,7 @@ class StudySpec(_Strict):
     budget: BudgetSpec
     probe: ProbeSpec = Field(default_factory=ProbeSpec)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     device: str = "cpu"
 
     @field_validator("data_fractions")
@@ -237,8 +266,9 @@ def _location(loc: tuple[Any, ...]) -> str:
 def parse_spec(data: dict[str, Any], source: str = "spec", base: Path | None = None) -> StudySpec:
     """Validate a spec mapping; errors become one `ConfigError` line with the key's path.
 
-    Relative store paths and `out` are taken relative to `base` when it is given. The label set
-    is checked against the pre-training store's label sets (`_check_label_set`).
+    Relative store paths, `out` and a relative file-store `tracking.mlflow.uri` are taken relative
+    to `base` when it is given. The label set is checked against the pre-training store's label
+    sets (`_check_label_set`).
     """
     try:
         spec = StudySpec.model_validate(data)
@@ -269,7 +299,16 @@ def _relative_to(spec: StudySpec, base: Path) -> StudySpec:
         for k, v in spec.stores.items()
     }
     out = spec.out if spec.out.is_absolute() else base / spec.out
-    return spec.model_copy(update={"stores": stores, "out": out})
+    update: dict[str, Any] = {"stores": stores, "out": out}
+    if spec.tracking.mlflow is not None:
+        from ecgscale.tracking.mlflow_log import absolute_uri
+
+        mlflow = spec.tracking.mlflow
+        uri = absolute_uri(mlflow.uri, base)
+        update["tracking"] = spec.tracking.model_copy(
+            update={"mlflow": mlflow.model_copy(update={"uri": uri})}
+        )
+    return spec.model_copy(update=update)
 
 
 def _check_label_set(spec: StudySpec, source: str) -> None:

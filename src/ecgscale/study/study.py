@@ -36,11 +36,29 @@ class Study:
 
         return estimate(self.plan(), store_info(self.spec))
 
-    def run(self, *, progress: bool = True) -> Results:
-        """Execute the runs that are not finished; returns the results store."""
-        from ecgscale.study.runner import run_study
+    def run(
+        self,
+        *,
+        progress: bool = True,
+        mlflow_uri: str | None = None,
+        mlflow_experiment: str | None = None,
+        tensorboard: bool | None = None,
+    ) -> Results:
+        """Execute the runs that are not finished; returns the results store.
 
-        return run_study(self.spec, progress=progress)
+        `mlflow_uri` (e.g. "file:./mlruns") logs every run to MLflow, in `mlflow_experiment`
+        (default: the spec's, else the study's name); `tensorboard` has every run write event
+        files under its folder. Both override the spec's `tracking` (None: as the spec says).
+        """
+        from ecgscale.study.runner import run_study, with_tracking
+
+        spec = with_tracking(
+            self.spec,
+            mlflow_uri=mlflow_uri,
+            mlflow_experiment=mlflow_experiment,
+            tensorboard=tensorboard,
+        )
+        return run_study(spec, progress=progress)
 
     def results(self) -> Results:
         """The study's results store (`OUT/results.sqlite`)."""

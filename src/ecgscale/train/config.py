@@ -20,6 +20,9 @@ from ecgscale.errors import ConfigError
 from ecgscale.models.registry import get_spec, resolve_model
 from ecgscale.objectives import check_pairing, resolve_options
 
+# Fields that leave the trajectory unchanged: not in `run_hash`, free to differ on resume.
+NOT_IDENTITY = ("out", "prefetch", "tensorboard")
+
 
 class TrainConfig(BaseModel):
     """A pre-training run.
@@ -64,6 +67,9 @@ class TrainConfig(BaseModel):
         compile: `torch.compile` the encoder (CUDA only).
         checkpoint_every: steps between mid-epoch checkpoints (0: at the end of epochs only).
         prefetch: batches the loader prepares ahead in a background thread.
+        tensorboard: write TensorBoard event files of the log (train loss, lr, ... per step;
+            validation metrics per validation): True: under `out/tb`; a path: that folder;
+            False (default): none. Needs the `tensorboard` package (`ecgscale[track]`).
         out: run directory (config, checkpoints, metrics log, result).
     """
 
@@ -100,6 +106,7 @@ class TrainConfig(BaseModel):
     compile: bool = False
     checkpoint_every: int = Field(0, ge=0)
     prefetch: int = Field(2, ge=0)
+    tensorboard: bool | Path = False
     out: Path
 
     @model_validator(mode="before")
@@ -146,7 +153,7 @@ class TrainConfig(BaseModel):
         return self.model_dump(mode="json", by_alias=True)
 
     def run_hash(self) -> str:
-        """Stable id of what determines the trajectory (every field but `out` and `prefetch`)."""
-        fields = {k: v for k, v in self.resolved().items() if k not in ("out", "prefetch")}
+        """Stable id of what determines the trajectory (every field but `NOT_IDENTITY`)."""
+        fields = {k: v for k, v in self.resolved().items() if k not in NOT_IDENTITY}
         text = json.dumps(fields, sort_keys=True)
         return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()

@@ -62,7 +62,7 @@ from ecgscale.train.checkpoint import (
     with_prefix,
     write_json,
 )
-from ecgscale.train.config import TrainConfig
+from ecgscale.train.config import NOT_IDENTITY, TrainConfig
 from ecgscale.train.distributed import (
     DistContext,
     all_reduce_sum,
@@ -281,6 +281,7 @@ class _Run:
             self.model = DistributedDataParallel(self.step_module)
         self.optimizer = make_optimizer(self.step_module, config)
         self.state = TrainerState()
+        self.tracker: Any = None  # TensorBoard events of the log (rank 0, `config.tensorboard`)
 
     # --- files ---------------------------------------------------------------------------
 
@@ -308,7 +309,14 @@ class _Run:
             self.out.mkdir(parents=True, exist_ok=True)
             write_json(self.out / "config.json", self._saved_config())
             self._truncate_log()
+            self._open_tracker()
         barrier()
+
+    def _open_tracker(self) -> None:
+        if self.config.tensorboard is not False:
+            from ecgscale.tracking.tensorboard_log import open_log
+
+            self.tracker = open_log(self.config.tensorboard, self.out, self.state.step)
 
     def _check_same_run(self) -> None:
         saved = json.loads((self.out / "config.json").read_text())
@@ -316,7 +324,7 @@ class _Run:
         differ = sorted(
             key
             for key in set(saved) | set(now)
-            if key not in ("out", "prefetch") and saved.get(key) != now.get(key)
+            if key not in NOT_IDENTITY and saved.get(key) != now.get(key)
         )
         if differ:
             raise ConfigError(
@@ -337,6 +345,8 @@ class _Run:
         if self.ctx.is_main:
             with open(self.out / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(record, allow_nan=True) + "\n")
+            if self.tracker is not None:
+                self.tracker.log(record)
 
     def _rng_tensors(self) -> dict[str, torch.Tensor]:
         """Generator states of every rank (collective under DDP)."""
@@ -591,7 +601,12 @@ def pretrain(
         overwrite: replace a run already in `config.out`.
         progress: show a progress bar (rank 0 only).
     """
+    if config.tensorboard is not False:  # the package is there: fail before any file is written
+        from ecgscale.tracking.tensorboard_log import check_installed
+
+        check_installed()
     ctx = init_distributed(config.device)
+    run: _Run | None = None
     try:
         run = _Run(config, ctx, progress)
         run.prepare_dir(resume, overwrite)
@@ -599,8 +614,12 @@ def pretrain(
         result = run.result()
         if ctx.is_main:
             write_json(run.out / "result.json", asdict(result))
+        if run.tracker is not None:
+            run.tracker.finish(result.steps, result.test_metrics)
         return result
     finally:
+        if run is not None and run.tracker is not None:
+            run.tracker.close()
         shutdown(ctx)
 
 
