@@ -9,8 +9,9 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
+from ecgscale.errors import ConfigError
 from ecgscale.models.flops import FLOP_CONVENTION, format_count, model_size
-from ecgscale.models.registry import get_spec, ladder, list_models
+from ecgscale.models.registry import get_spec, ladder, list_models, resolve_model
 
 # Pipes and logs get the whole table rather than 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -25,15 +26,40 @@ def _summary(name: str) -> str:
 
 
 @models_app.command("list")
-def list_command() -> None:
-    """List the registered models with their input kind and default input shape."""
-    table = Table(title="registered models")
+def list_command(
+    pattern: str = typer.Argument(
+        "*", metavar="PATTERN", help="Shell-style pattern of model names, e.g. 'resnet*'."
+    ),
+    sizes: bool = typer.Option(
+        False, "--sizes", help="Also list the ladder sizes of each family (resnet-200K, ...)."
+    ),
+) -> None:
+    """List the registered models matching PATTERN with their input kind and default input
+    shape; with --sizes, also the names of their ladder sizes, which every command that takes a
+    model accepts (`ecgscale.list_models(pattern, sizes=...)`)."""
+    names = list_models(pattern, sizes=sizes)
+    if not names:
+        raise ConfigError(
+            f"no registered model matches {pattern!r}"
+            + ("" if sizes else " (ladder sizes such as resnet-200K need --sizes)")
+            + "; `ecgscale models list` shows them all"
+        )  # fmt: skip
+    families = set(list_models())
+    table = Table(title="registered models" + (f" matching {pattern}" if pattern != "*" else ""))
     for column in ("model", "input", "fs (Hz)", "samples", "description"):
-        table.add_column(column)
-    for name in list_models():
-        spec = get_spec(name)
+        table.add_column(column, no_wrap=column != "description")
+    targets: dict[str, int] = {}
+    for name in names:
+        family = name if name in families else resolve_family(name)
+        spec = get_spec(family)
+        if name in families:
+            description = _summary(name)
+        else:
+            if family not in targets:
+                targets.update({p.name: p.target_params for p in ladder(family)})
+            description = f"{family} at about {format_count(targets[name])} parameters"
         table.add_row(
-            name, spec.input_kind, f"{spec.default_fs:g}", str(spec.default_length), _summary(name)
+            name, spec.input_kind, f"{spec.default_fs:g}", str(spec.default_length), description
         )
     console.print(table)
 
@@ -84,6 +110,11 @@ def ladder_command(
         varying = {k: v for k, v in point.config.items() if k not in fixed}
         table.add_row(*row, _format_config(varying))
     console.print(table)
+
+
+def resolve_family(name: str) -> str:
+    """The family of a ladder size name ("resnet-200K" -> "resnet")."""
+    return resolve_model(name)[0]
 
 
 def _format_config(config: dict) -> str:
