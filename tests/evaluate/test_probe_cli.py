@@ -9,6 +9,7 @@ write one tidy table (one row per model x task x protocol x fraction x draw x me
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from ecgscale.evaluate.challenge2021 import (
     challenge_score,
     load_challenge_tables,
 )
-from ecgscale.evaluate.tasks import TABLE_COLUMNS, probe_task
+from ecgscale.evaluate.tasks import TABLE_COLUMNS, interval_table, probe_task
 from ecgscale.tasks import get_task
 from ecgscale.train import TrainConfig, pretrain
 from ecgscale.train.checkpoint import load_tensors, save_tensors, with_prefix
@@ -163,6 +164,24 @@ def test_probe_command_writes_one_tidy_table(
     assert set(sup["class"]) == {"", "CD", "HYP", "MI", "NORM", "STTC"}
     assert {"mae", "r2", "c"} <= set(table[table.task == "ptbxl_age@ptb"].metric)
 
+    # every metric with its bootstrap interval, per-class positives; printed as well
+    wide = interval_table(table).set_index(["model", "task", "metric", "class"])
+    for task, metrics in (("ptbxl_superdiagnostic", ("loss", "auroc", "auprc", "f1", "brier")),
+                          ("ptbxl_age@ptb", ("loss", "mae", "mse", "r2"))):  # fmt: skip
+        for metric in metrics:
+            row = wide.loc[(str(runs["pretrained"]), task, metric, "")]
+            assert row.lo <= row.value <= row.hi and row.lo < row.hi, (task, metric)
+    data = get_task("ptbxl_superdiagnostic").load(ptbxl_100hz_store)
+    n_pos = table[(table.metric == "n_pos") & (table.model == str(runs["pretrained"]))]
+    n_pos = n_pos.set_index("class").value
+    expected = dict(zip(data.classes, data.y[data.test].sum(axis=0), strict=True))
+    assert n_pos.to_dict() == pytest.approx(expected)
+    text = " ".join(stdout.split())
+    assert re.search(r"AUROC 0\.\d{3} \[0\.\d{3}, [01]\.\d{3}\]", text)
+    assert re.search(r"test loss \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", text)
+    assert "95 % interval, 1000 bootstrap resamples" in text
+    assert re.search(rf"NORM {int(expected['NORM'])} / {len(data.test)} 0\.\d{{3}} \[", text)
+
 
 def test_probe_command_label_fractions(runs, ptbxl_100hz_store, tmp_path: Path, capsys) -> None:
     out = tmp_path / "fractions.parquet"
@@ -194,6 +213,11 @@ def test_finetune_command(runs, ptbxl_100hz_store, tmp_path: Path, capsys) -> No
     value = table[table["class"] == ""].set_index("metric").value
     assert value["loss"] < value["initial_loss"] and value["steps"] == 60
     assert 0.5 < value["auroc"] <= 1
+    # the intervals come with the shared classification metrics
+    assert value["auroc_lo"] <= value["auroc"] <= value["auroc_hi"]
+    assert value["loss_lo"] <= value["loss"] <= value["loss_hi"] and value["n_boot"] == 1000
+    assert set(table[table.metric == "n_pos"]["class"]) == {"CD", "HYP", "MI", "NORM", "STTC"}
+    assert re.search(r"AUROC 0\.\d{3} \[0\.\d{3}, [01]\.\d{3}\]", " ".join(stdout.split()))
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ table has one row per model x task x protocol x fraction x draw x metric (column
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -17,6 +18,7 @@ from ecgscale.errors import ConfigError
 
 if TYPE_CHECKING:
     from ecgscale.data.store import Store
+    from ecgscale.evaluate.metrics import Bootstrap
     from ecgscale.evaluate.probe import ProbeResult
 
 console = Console()
@@ -55,9 +57,95 @@ def _stores(items: list[str]) -> dict[str, Store]:
     return stores
 
 
-def _summary(metrics: dict[str, Any]) -> str:
-    shown = ("auroc", "challenge", "accuracy", "r2", "mae")
-    return ", ".join(f"{k} {metrics[k]:.4f}" for k in shown if metrics.get(k) is not None)
+SHOWN = ("auroc", "auprc", "f1", "challenge", "accuracy", "r2", "mae")
+"""Task-level metrics shown in the one-line summary of a result (all are in the table)."""
+LABELS = {"auroc": "AUROC", "auprc": "AUPRC", "f1": "F1", "r2": "R2", "mae": "MAE"}
+
+
+def _value(metrics: Mapping[str, Any], name: str, estimate: float | None = None) -> str:
+    """`0.912 [0.887, 0.934]`, or the value alone without an interval; `*` marks an interval
+    that rests on fewer than `MIN_DEFINED` of the resamples."""
+    from ecgscale.evaluate.metrics import MIN_DEFINED
+
+    value = metrics.get(name) if estimate is None else estimate
+    if value is None:
+        return "-"
+    lo, hi = metrics.get(f"{name}_lo"), metrics.get(f"{name}_hi")
+    text = f"{value:.3f}" if lo is None or hi is None else f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
+    defined = metrics.get(f"{name}_defined")
+    return text + ("*" if defined is not None and defined < MIN_DEFINED else "")
+
+
+def _summary(metrics: Mapping[str, Any], test_loss: float) -> str:
+    """`test loss 0.231 [0.219, 0.244], AUROC 0.912 [0.887, 0.934], ...`."""
+    parts = [f"test loss {_value(metrics, 'loss', test_loss)}"]
+    parts += [
+        f"{LABELS.get(k, k)} {_value(metrics, k)}" for k in SHOWN if metrics.get(k) is not None
+    ]
+    return ", ".join(parts)
+
+
+def _level(metrics: Mapping[str, Any]) -> str:
+    if metrics.get("n_boot") is None:
+        return ""
+    level = 100 * float(metrics.get("ci_level", 0.95))
+    return f"; [{level:g} % interval, {int(metrics['n_boot'])} bootstrap resamples of test records]"
+
+
+def _class_table(result: Any) -> list[str]:
+    """Per-class lines of a result: class, `n_pos / n`, AUROC, AUPRC and F1 with their intervals
+    (`*`: from fewer than `MIN_DEFINED` of the resamples); none without per-class metrics
+    (regression)."""
+    from ecgscale.evaluate.metrics import MIN_DEFINED
+
+    per_class = dict(result.per_class)
+    if "auroc" not in per_class:
+        return []
+    names = ("auroc", "auprc", "f1")
+    rows = [["class", "n_pos / n", *(LABELS[name] for name in names)]]
+    flagged = False
+    for j, label in enumerate(result.label_names):
+        row = {k: v[j] for k, v in per_class.items()}
+        n_pos = row.get("n_pos")
+        count = "-" if n_pos is None else f"{int(n_pos)} / {result.n_test}"
+        rows.append([str(label), count, *(_value(row, name) for name in names)])
+        flagged |= any((row.get(f"{n}_defined") or 1.0) < MIN_DEFINED for n in names)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+             for r in rows]  # fmt: skip
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    if flagged:
+        lines.append(
+            f"* interval from fewer than {MIN_DEFINED:.0%} of the resamples (the others had no "
+            "positive or no negative of the class)"
+        )
+    return lines
+
+
+def _print_line(text: str) -> None:
+    """One line as it is: no markup, no highlighting, no wrapping (intervals hold brackets)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _print_result(head: str, result: Any, per_class: bool, tail: str = "") -> None:
+    metrics = dict(result.metrics)
+    _print_line(f"{head}{_summary(metrics, result.test_loss)}{tail}{_level(metrics)}")
+    for line in _class_table(result) if per_class else []:
+        _print_line("  " + line)
+
+
+def _bootstrap(n_boot: int, level: float) -> Bootstrap | None:
+    from ecgscale.evaluate.metrics import Bootstrap
+
+    if n_boot < 0:
+        raise ConfigError(f"--n-boot {n_boot}: expected 0 (no intervals) or more resamples")
+    if not 0 < level < 1:
+        raise ConfigError(f"--ci-level {level}: expected a coverage between 0 and 1, e.g. 0.95")
+    return Bootstrap(n_boot=n_boot, level=level) if n_boot else None
+
+
+N_BOOT_HELP = "Bootstrap resamples of the test records for metric intervals (0: none)."
+LEVEL_HELP = "Coverage of the intervals."
 
 
 def probe_cmd(
@@ -98,22 +186,30 @@ def probe_cmd(
     cache_dir: Annotated[
         Path | None, typer.Option(help="Embedding cache (default: RUN_DIR/embeddings).")
     ] = None,
+    n_boot: Annotated[int, typer.Option(help=N_BOOT_HELP)] = 1000,
+    ci_level: Annotated[float, typer.Option(help=LEVEL_HELP)] = 0.95,
+    per_class: Annotated[
+        bool | None,
+        typer.Option(
+            "--per-class/--no-per-class",
+            help="Print a per-class table of each result (default: only without --fractions).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Linear probes of frozen encoders on tasks (optionally on fractions of the training labels);
-    one tidy table of test loss and metrics per model x task."""
+    one tidy table of test loss and metrics per model x task, each metric with its bootstrap
+    interval over test records (rows `<metric>_lo`, `<metric>_hi`) and per-class `n_pos`."""
     from ecgscale.evaluate.probe import DEFAULT_C_GRID
     from ecgscale.evaluate.tasks import probe_table, table_path, write_table
 
     table_path(out)
+    bootstrap = _bootstrap(n_boot, ci_level)
+    show_classes = fractions is None if per_class is None else per_class
 
     def report(model: str, name: str, result: ProbeResult) -> None:
-        summary = _summary(dict(result.metrics))
-        console.print(
-            f"{model} {name}: test loss {result.test_loss:.4f}"
-            + (f", {summary}" if summary else "")
-            + f" (C {result.c:g}, {result.n_train} training records)",
-            highlight=False,
-        )
+        tail = f" (C {result.c:g}, {result.n_train} training records)"
+        _print_result(f"{model} {name}: ", result, show_classes, tail)
 
     rows = probe_table(
         checkpoint,
@@ -128,6 +224,7 @@ def probe_cmd(
         cache_dir=cache_dir,
         device=device,
         on_result=report,
+        bootstrap=bootstrap,
     )
     write_table(rows, out)
     console.print(f"wrote [bold]{out}[/bold] ({len(rows)} rows)")
@@ -166,9 +263,13 @@ def finetune_cmd(
         Path | None,
         typer.Option(help="Save the fine-tuned encoder and head here as a run (default: not)."),
     ] = None,
+    per_class: Annotated[
+        bool, typer.Option("--per-class/--no-per-class", help="Print a per-class table.")
+    ] = True,
 ) -> None:
     """Fine-tune a run on a task (whole encoder, or a head on the frozen encoder) for a number of
-    steps; writes test loss and metrics, with the untrained head's loss, as a tidy table."""
+    steps; writes test loss and metrics (with 95 % bootstrap intervals over test records, 1000
+    resamples), with the untrained head's loss, as a tidy table."""
     from ecgscale.data.store import Store
     from ecgscale.evaluate.finetune import MODES, finetune, finetune_rows
     from ecgscale.evaluate.tasks import table_path, write_table
@@ -192,14 +293,11 @@ def finetune_cmd(
         progress=progress,
         run_out=run_out,
     )
-    summary = _summary(dict(result.metrics))
-    console.print(
+    head = (
         f"{checkpoint} {task} ({mode}, {result.steps} steps, reported step {result.best_step}): "
-        f"test loss {result.initial_test_loss:.4f} untrained -> {result.test_loss:.4f}"
-        + (f", {summary}" if summary else "")
-        + f" ({result.seconds:.1f} s)",
-        highlight=False,
+        f"untrained test loss {result.initial_test_loss:.4f} -> "
     )
+    _print_result(head, result, per_class, f" ({result.seconds:.1f} s)")
     rows = finetune_rows(str(checkpoint), result)
     write_table(rows, out)
     console.print(f"wrote [bold]{out}[/bold] ({len(rows)} rows)")

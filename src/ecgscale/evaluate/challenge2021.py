@@ -38,7 +38,7 @@ ignores it (a weight of 0); here such a table is rejected as malformed.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
@@ -328,6 +328,8 @@ class ChallengeMetrics:
             F-measure and Challenge metric (module docstring); NaN where no class is defined.
         auroc_per_class, auprc_per_class, f_measure_per_class: `(classes,)` float64 in table
             order, NaN where undefined.
+        intervals: percentile bootstrap intervals of the five scores over records, by result
+            name (`challenge_intervals`); empty when none were asked for.
     """
 
     auroc: float
@@ -338,10 +340,12 @@ class ChallengeMetrics:
     auroc_per_class: np.ndarray = field(repr=False)
     auprc_per_class: np.ndarray = field(repr=False)
     f_measure_per_class: np.ndarray = field(repr=False)
+    intervals: Mapping[str, M.Intervals] = field(default_factory=dict, repr=False)
 
     def scores(self) -> dict[str, float | None]:
         """The task-level scores under their result names (`challenge_auroc`, ...); None where
-        undefined (NaN), as other undefined task metrics."""
+        undefined (NaN), as other undefined task metrics. With `intervals`, also `<name>_lo`,
+        `<name>_hi` and, where some resamples left a score undefined, `<name>_defined`."""
         values = {
             "challenge_auroc": self.auroc,
             "challenge_auprc": self.auprc,
@@ -349,14 +353,56 @@ class ChallengeMetrics:
             "challenge_f_measure": self.f_measure,
             "challenge": self.challenge,
         }
-        return {name: None if np.isnan(v) else float(v) for name, v in values.items()}
+        out = {name: None if np.isnan(v) else float(v) for name, v in values.items()}
+        for name, value in values.items():
+            found = self.intervals.get(name)
+            if found is None or np.isnan(value):
+                continue
+            low, high, defined = float(found.low), float(found.high), float(found.defined)
+            out[f"{name}_lo"] = None if np.isnan(low) else low
+            out[f"{name}_hi"] = None if np.isnan(high) else high
+            if defined < 1:
+                out[f"{name}_defined"] = defined
+        return out
+
+
+def challenge_intervals(
+    tables: ChallengeTables,
+    labels: np.ndarray,
+    binary: np.ndarray,
+    scalar: np.ndarray,
+    bootstrap: M.Bootstrap = M.DEFAULT_BOOTSTRAP,
+) -> dict[str, M.Intervals]:
+    """Percentile bootstrap intervals over records of the five scores (`challenge`,
+    `challenge_auroc`, `challenge_auprc`, `challenge_accuracy`, `challenge_f_measure`), all on
+    the same resamples (`ecgscale.evaluate.metrics.bootstrap_intervals`)."""
+    labels, binary = np.asarray(labels, bool), np.asarray(binary, bool)
+    scalar = np.asarray(scalar, np.float64)
+    exact = np.all(labels == binary, axis=1).astype(np.float64)
+
+    def evaluate(counts: np.ndarray) -> dict[str, np.ndarray]:
+        au, ap = M.weighted_ranking(labels, scalar, counts)
+        return {
+            "challenge_auroc": M.class_macro(au),
+            "challenge_auprc": M.class_macro(ap),
+            "challenge_accuracy": (counts @ exact) / counts.sum(axis=1),
+            "challenge_f_measure": M.class_macro(M.weighted_f1_per_class(labels, binary, counts)),
+            "challenge": challenge_statistic(tables, labels, binary, counts),
+        }
+
+    return M.bootstrap_intervals(evaluate, labels.shape[0], bootstrap)
 
 
 def challenge_metrics(
-    tables: ChallengeTables, labels: np.ndarray, binary: np.ndarray, scalar: np.ndarray
+    tables: ChallengeTables,
+    labels: np.ndarray,
+    binary: np.ndarray,
+    scalar: np.ndarray,
+    bootstrap: M.Bootstrap | None = None,
 ) -> ChallengeMetrics:
     """All scores of `evaluate_model.py` for `(records, classes)` bool labels and binary outputs
-    and float scalar outputs over the scored classes (`ChallengeTables.encode_outputs`)."""
+    and float scalar outputs over the scored classes (`ChallengeTables.encode_outputs`); with
+    `bootstrap`, their intervals (`challenge_intervals`)."""
     labels, binary = np.asarray(labels, bool), np.asarray(binary, bool)
     scalar = np.asarray(scalar, np.float64)
     _check_pair(tables, labels, binary)
@@ -372,4 +418,9 @@ def challenge_metrics(
         auroc_per_class=auroc.per_class,
         auprc_per_class=auprc.per_class,
         f_measure_per_class=f_measure.per_class,
+        intervals=(
+            {}
+            if bootstrap is None
+            else challenge_intervals(tables, labels, binary, scalar, bootstrap)
+        ),
     )

@@ -411,7 +411,6 @@ def _classification_metrics(
             "auprc": M.class_macro(auprc),
             "f1": M.class_macro(f1_pc),
             "brier": M.weighted_brier(y_test, p_test, counts),
-            "ece": M.weighted_ece(y_test, p_test, counts),
             "class/auroc": auroc,
             "class/auprc": auprc,
             "class/f1": f1_pc,
@@ -554,11 +553,14 @@ def linear_probe(
     `auroc`, `auprc` (one-vs-rest macros), `f1` (macro, arg-max decisions), `brier`, `ece`;
     regression `mae`, `mse` (target units, averaged over targets), `r2`.
 
-    With `bootstrap`, every metric and the test loss get `<metric>_lo` and `<metric>_hi` (the
-    interval's ends; `loss_lo`, `loss_hi` for the test loss), `<metric>_defined` where some
-    resamples left it undefined (the fraction that did not), and `n_boot`, `ci_level`;
+    With `bootstrap`, every metric but `ece` and the test loss get `<metric>_lo` and
+    `<metric>_hi` (the interval's ends; `loss_lo`, `loss_hi` for the test loss), `<metric>_defined`
+    where some resamples left it undefined (the fraction that did not), and `n_boot`, `ci_level`;
     `per_class` gets the same `_lo`/`_hi` (`_defined`) for `auroc`, `auprc`, `f1` and `n_pos`,
     the test positives of each class. All statistics are evaluated on the same resamples.
+    ECE has none: binned calibration error is biased upwards on resamples (every bin's gap is an
+    absolute value), so its percentile interval often lies above the estimate and would mislead
+    (`ecgscale.evaluate.metrics.weighted_ece` computes it for those who want it).
     """
     if kind not in KINDS:
         raise ConfigError(f"probe kind {kind!r}: expected one of {', '.join(KINDS)}")

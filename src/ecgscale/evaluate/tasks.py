@@ -5,6 +5,15 @@ fractions of the training labels; `probe_table` does every (run, task) pair and 
 table that `ecgscale probe` writes: one row per model x task x protocol x fraction x draw x metric
 (per-class metrics carry the class name).
 
+Every metric but `ece` comes with a percentile bootstrap interval over the test records (1000
+resamples, 95 %, seed 0 by default; `ecgscale.evaluate.metrics.Bootstrap`): the ends are rows of
+their own, `<metric>_lo` and `<metric>_hi` (`loss_lo`, `auroc_hi`, ...; per class with the class
+name), with `<metric>_defined` (the fraction of resamples where the metric was defined) where that
+is below 1, and `n_boot`, `ci_level` once per result. Per-class rows also give `n_pos`, the test
+positives of each class (next to the task-level `n_test`). Rows keep the table long and its
+columns fixed, so readers that select metrics by name are unaffected; `interval_table` turns the
+ends into `lo`, `hi` and `defined` columns beside each value.
+
 Tasks that list the `challenge` metric (the PhysioNet/CinC 2021 tasks) also get every score of the
 official evaluation (`challenge2021.challenge_metrics`): `challenge` (the Challenge metric),
 `challenge_auroc`, `challenge_auprc`, `challenge_accuracy` and `challenge_f_measure`, of the
@@ -36,6 +45,7 @@ from ecgscale.evaluate.challenge2021 import (
     load_challenge_tables,
 )
 from ecgscale.evaluate.embeddings import embed
+from ecgscale.evaluate.metrics import DEFAULT_BOOTSTRAP, Bootstrap
 from ecgscale.evaluate.probe import (
     DEFAULT_C_GRID,
     FractionResult,
@@ -70,9 +80,11 @@ def task_challenge_metrics(
     decisions: np.ndarray,
     scores: np.ndarray,
     scoring: str | Path | None = None,
+    bootstrap: Bootstrap | None = DEFAULT_BOOTSTRAP,
 ) -> ChallengeMetrics:
     """Official Challenge 2021 scores of `(len(positions), classes)` 0/1 decisions and
-    probabilities over the task's classes.
+    probabilities over the task's classes, with their bootstrap intervals over the records
+    (None: without).
 
     `positions` index `data.rows`. Labels are every class of the task's label set (not only the
     classes the task kept), mapped onto the scored classes of the tables.
@@ -84,7 +96,7 @@ def task_challenge_metrics(
     truth = store.labels(task.labels)[data.rows[positions]].astype(np.float64)
     labels = (truth @ tables.column_map(vocabulary)) > 0
     binary, scalar = tables.encode_outputs(list(data.classes), np.asarray(decisions), scores)
-    return challenge_metrics(tables, labels, binary, scalar)
+    return challenge_metrics(tables, labels, binary, scalar, bootstrap)
 
 
 def _with_challenge(
@@ -93,14 +105,15 @@ def _with_challenge(
     data: TaskData,
     store: Store,
     scoring: str | Path | None,
+    bootstrap: Bootstrap | None = DEFAULT_BOOTSTRAP,
 ) -> ProbeResult:
     """`result` with the official scores (`challenge`, `challenge_auroc`, ...) when the task lists
-    the challenge metric."""
+    the challenge metric (with their intervals, on the probe's resamples)."""
     if "challenge" not in task.metrics:
         return result
     decisions = result.test_outputs >= np.asarray(result.thresholds)
     scores = task_challenge_metrics(
-        task, data, store, data.test, decisions, result.test_outputs, scoring
+        task, data, store, data.test, decisions, result.test_outputs, scoring, bootstrap
     ).scores()
     metrics = MappingProxyType({**result.metrics, **scores})
     return dataclasses.replace(result, metrics=metrics)
@@ -141,10 +154,12 @@ def probe_task(
     scoring: str | Path | None = None,
     cache_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
+    bootstrap: Bootstrap | None = DEFAULT_BOOTSTRAP,
 ) -> ProbeResult:
     """Linear probe of the run's frozen encoder on `task` over `store` (train/val/test splits of
     the task); the test loss is the OOD loss of scaling studies. `scoring` is the Challenge 2021
-    tables folder for tasks with the challenge metric (default: the store's)."""
+    tables folder for tasks with the challenge metric (default: the store's). `bootstrap`: the
+    metrics' intervals over test records (`linear_probe`; None: none)."""
     definition, data, features = task_features(
         run_dir, task, store, which=which, batch_size=batch_size, cache_dir=cache_dir, device=device
     )
@@ -158,8 +173,9 @@ def probe_task(
         c_grid=c_grid,
         label_names=list(data.classes),
         n_classes=len(data.classes) if data.kind == "multiclass" else None,
+        bootstrap=bootstrap,
     )
-    return _with_challenge(result, definition, data, store, scoring)
+    return _with_challenge(result, definition, data, store, scoring, bootstrap)
 
 
 def probe_task_fractions(
@@ -176,6 +192,7 @@ def probe_task_fractions(
     scoring: str | Path | None = None,
     cache_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
+    bootstrap: Bootstrap | None = DEFAULT_BOOTSTRAP,
 ) -> tuple[FractionResult, ...]:
     """`probe_task` on `fractions` of the task's training labels, `draws` seeded draws each
     (see `ecgscale.evaluate.probe.label_fraction_probes`); one embedding pass for all."""
@@ -195,10 +212,13 @@ def probe_task_fractions(
         c_grid=c_grid,
         label_names=list(data.classes),
         n_classes=len(data.classes) if data.kind == "multiclass" else None,
+        bootstrap=bootstrap,
     )
     return tuple(
         FractionResult(
-            r.fraction, r.draw, _with_challenge(r.result, definition, data, store, scoring)
+            r.fraction,
+            r.draw,
+            _with_challenge(r.result, definition, data, store, scoring, bootstrap),
         )
         for r in results
     )
@@ -220,8 +240,9 @@ def result_rows(
     extra: Mapping[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """Tidy rows of one result (a `ProbeResult` or a `FinetuneResult`): `loss` (the test loss),
-    `val_loss`, `n_train`, `n_test`, every task metric, `extra` values, and per-class metrics
-    with their class name. Undefined metrics (None) are left out."""
+    `val_loss`, `n_train`, `n_test`, every task metric with its interval ends (`<metric>_lo`,
+    `<metric>_hi`, module docstring), `extra` values, and per-class metrics (with their ends and
+    `n_pos`) with their class name. Undefined metrics (None) are left out."""
     base = {"model": model, "task": task, "protocol": protocol, "fraction": float(fraction)}
     base.update(draw=int(draw), seed=int(seed))
     values: dict[str, float | None] = {
@@ -238,6 +259,28 @@ def result_rows(
             if value is not None:
                 rows.append({**base, "metric": metric, "class": name, "value": float(value)})
     return [row for row in rows if np.isfinite(row["value"])]
+
+
+INTERVAL_SUFFIXES: tuple[str, ...] = ("_lo", "_hi", "_defined")
+"""Suffixes of the rows that carry a metric's bootstrap interval (see the module docstring)."""
+
+
+def interval_table(table: pd.DataFrame | Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The tidy table with each metric's interval beside it: the `<metric>_lo`, `<metric>_hi`
+    and `<metric>_defined` rows become columns `lo`, `hi` and `defined` (1.0 where every
+    resample was defined; NaN for metrics without an interval, such as `n_test`) of the
+    `<metric>` row with the same model, task, protocol, fraction, draw, seed and class."""
+    table = pd.DataFrame(table)
+    keys = [c for c in TABLE_COLUMNS if c not in ("metric", "value")]
+    parts = table["metric"].astype(str).str.extract(r"^(?P<base>.+)_(?P<end>lo|hi|defined)$")
+    bound = parts["base"].notna() & parts["base"].isin(table["metric"])
+    ends = table[bound].assign(metric=parts["base"][bound], end=parts["end"][bound])
+    wide = ends.pivot_table(index=[*keys, "metric"], columns="end", values="value", aggfunc="first")
+    wide = wide.reindex(columns=["lo", "hi", "defined"]).reset_index()
+    out = table[~bound].merge(wide, on=[*keys, "metric"], how="left", sort=False)
+    out.columns.name = None
+    out["defined"] = out["defined"].where(out["defined"].notna() | out["lo"].isna(), 1.0)
+    return out
 
 
 def table_path(path: str | Path) -> Path:
@@ -304,6 +347,7 @@ def probe_table(
     cache_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
     on_result: Callable[[str, str, ProbeResult], None] | None = None,
+    bootstrap: Bootstrap | None = DEFAULT_BOOTSTRAP,
 ) -> list[dict[str, Any]]:
     """Tidy rows of probing every run on every task (`NAME` or `NAME@STORE`, see `task_store`).
 
@@ -311,11 +355,13 @@ def probe_table(
     probe per pair (protocol `probe`). With `fractions`: label-fraction
     probes (protocol `probe`, one row set per fraction and draw; `fraction` 1 is the full probe).
     `on_result(model, task, result)` is called after each probe (for progress output).
+    `bootstrap`: the metrics' intervals over test records (None: none).
     """
     resolved = [(task, *task_store(task, stores)) for task in tasks]
     options: dict[str, Any] = dict(
-        c_grid=c_grid, batch_size=batch_size, scoring=scoring, cache_dir=cache_dir, device=device
-    )
+        c_grid=c_grid, batch_size=batch_size, scoring=scoring, cache_dir=cache_dir, device=device,
+        bootstrap=bootstrap,
+    )  # fmt: skip
     rows: list[dict[str, Any]] = []
     for run_dir in run_dirs:
         model = str(run_dir)
