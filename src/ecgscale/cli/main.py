@@ -49,6 +49,7 @@ _COMMAND_GROUPS: tuple[str, ...] = (
     "fit",
     "study",
     "probe",
+    "benchmark",
     "design",
 )
 
