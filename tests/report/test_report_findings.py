@@ -4,6 +4,7 @@ nothing unidentified is printed as a number, and the page renders within 1,400 p
 from __future__ import annotations
 
 import html
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -161,3 +162,23 @@ def test_report_renders_within_a_1400_px_page(planted_report, tmp_path: Path, ch
 
 def page_images(report: Path) -> int:
     return report.read_text().count("<img")
+
+
+def test_external_models_are_probed_and_drawn_on_the_ood_plots(planted_report) -> None:
+    spec, report = planted_report
+    page = report.read_text()
+    assert "<h2>External models</h2>" in page and "lead-energy" in page
+    assert "Stars: external models" in page
+    cached = list((spec.out / "external").glob("lead-energy-*.json"))
+    assert len(cached) == 1
+    rows = json.loads(cached[0].read_text())
+    assert [r["task"] for r in rows] == [o.task for o in spec.ood]
+    assert all(r["n_params"] == 24 * 24 + 24 for r in rows)
+    assert all(0 < r["ood_loss"] < 1.0 for r in rows)  # a probe's BCE, better than nothing
+    from ecgscale.study.external import external_points
+    from ecgscale.study.runner import prepare_stores
+
+    before = cached[0].stat().st_mtime_ns
+    again = external_points(spec, prepare_stores(spec, progress=False))
+    assert cached[0].stat().st_mtime_ns == before  # served from the cache
+    assert again["ood_loss"].tolist() == [r["ood_loss"] for r in rows]

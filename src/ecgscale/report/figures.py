@@ -139,9 +139,15 @@ def _draw_fit(ax: plt.Axes, x: np.ndarray, inside: np.ndarray, curves, color: st
 
 
 def loss_vs_axis(
-    table: pd.DataFrame, fits: StudyFits, target: str, axis: str
+    table: pd.DataFrame,
+    fits: StudyFits,
+    target: str,
+    axis: str,
+    external: pd.DataFrame | None = None,
 ) -> tuple[Figure, str]:
-    """Loss against N (`axis` "n_params", one curve per D) or D (one curve per N), per family."""
+    """Loss against N (`axis` "n_params", one curve per D) or D (one curve per N), per family.
+    `external` (`ecgscale.study.external.external_points`) adds each external model's task-mean
+    OOD loss at its N as a labelled star on every panel of the OOD loss against N."""
     kind = "id" if target == "id_loss" else "ood"
     runs = per_run(table, target)
     families = _families(runs)
@@ -161,13 +167,35 @@ def loss_vs_axis(
             if fit is not None:
                 n, d = (grid, value) if axis == "n_params" else (value, grid)
                 _draw_fit(ax, grid, inside, _joint_curves(fit, n, d), color)
+        if (
+            external is not None
+            and not external.empty
+            and (target, axis) == ("ood_loss", "n_params")
+        ):
+            _external_stars(ax, external)
         ax.set_title(family, fontsize=10)
         ax.set_xlabel(AXIS_LABELS[axis], fontsize=9)
         ax.set_ylabel(TARGET_LABELS[target], fontsize=8)
         log_axes(ax)
         ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    return fig, axis_reading(fits, kind, EXPONENTS[axis]) + " " + BAND_NOTE
+    caption = axis_reading(fits, kind, EXPONENTS[axis]) + " " + BAND_NOTE
+    if external is not None and not external.empty and (target, axis) == ("ood_loss", "n_params"):
+        caption += (
+            " Stars: external models probed on the same tasks (task-mean OOD loss at their N)."
+        )
+    return fig, caption
+
+
+def _external_stars(ax: plt.Axes, external: pd.DataFrame) -> None:
+    """Each external model's task-mean OOD loss at its N, as a labelled black star."""
+    points = external.groupby("name", sort=False).agg(
+        n=("n_params", "first"), loss=("ood_loss", "mean")
+    )
+    ax.scatter(points["n"], points["loss"], marker="*", s=90, color="black", zorder=4)
+    for name, row in points.iterrows():
+        ax.annotate(str(name), (row["n"], row["loss"]), textcoords="offset points",
+                    xytext=(4, 4), fontsize=7)  # fmt: skip
 
 
 def fastest(fits: StudyFits, kind: str, name: str) -> tuple[str, Quantity] | None:

@@ -291,6 +291,33 @@ def study_fits(table: pd.DataFrame, n_boot: int = N_BOOT) -> tuple[StudyFits, di
     return StudyFits(id_fits, ood_fits, roles, task_fits), skipped
 
 
+def _external(spec: StudySpec) -> pd.DataFrame:
+    """The spec's external models probed on its OOD tasks (empty without any)."""
+    from ecgscale.study.external import external_points
+    from ecgscale.study.runner import prepare_stores
+
+    stores = prepare_stores(spec, progress=False) if spec.external else {}
+    return external_points(spec, stores)
+
+
+def _external_table(external: pd.DataFrame) -> str:
+    """One row per external model: N, the OOD test loss of each task and their mean."""
+    tasks = list(dict.fromkeys(external["task"]))
+    rows = []
+    for name, group in external.groupby("name", sort=False):
+        losses = group.set_index("task")["ood_loss"]
+        rows.append(
+            [str(name), figures.format_count(group["n_params"].iloc[0])]
+            + [f"{losses[t]:.4f}" for t in tasks]
+            + [f"{losses.mean():.4f}"]
+        )
+    note = (
+        "<p>Linear probes of each external model's frozen embeddings on the study's OOD tasks, "
+        "with the runs' probe settings; N is the external encoder's parameter count.</p>"
+    )
+    return note + _table(["model", "N", *(f"{t} loss" for t in tasks), "mean loss"], rows)
+
+
 def write_report(spec: StudySpec, out: str | Path, *, n_boot: int = N_BOOT) -> Path:
     """Fit the study's results (`n_boot` bootstrap resamples per fit) and write
     `out/report.html`, `out/*.png` and `out/fits.json`."""
@@ -356,13 +383,17 @@ def write_report(spec: StudySpec, out: str | Path, *, n_boot: int = N_BOOT) -> P
         body.append(_findings_table(family_findings(fits, family), subject=False))
         body.append(_fit_warnings(fits, family))
 
+    external = _external(spec)
     body.append("<h2>Scaling with parameters and data</h2>")
     for target, data in (("id_loss", table), ("ood_loss", ood_table)):
         if data.empty or data[target].isna().all():
             continue
         for axis in ("n_params", "n_samples"):
             name = f"{target}_vs_{'N' if axis == 'n_params' else 'D'}"
-            body.append(figure(name, *figures.loss_vs_axis(data, fits, target, axis)))
+            drawn = figures.loss_vs_axis(data, fits, target, axis, external)
+            body.append(figure(name, *drawn))
+    if not external.empty:
+        body.append("<h2>External models</h2>" + _external_table(external))
     if fits.ood:
         body.append("<h2>Loss-to-loss transfer</h2>")
         body.append(figure("loss_to_loss", *figures.transfer_plot(table, fits)))

@@ -223,6 +223,9 @@ class StudySpec(_Strict):
     probe: ProbeSpec = Field(default_factory=ProbeSpec)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    external: dict[str, str] = Field(default_factory=dict)
+    """External models (name -> reference: a run folder, `ADAPTER:PATH` or `module:function`)
+    probed on the OOD tasks like the runs and drawn as points on the report's OOD scaling plots."""
     device: str = "cpu"
 
     @field_validator("data_fractions")
