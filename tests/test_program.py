@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import click
@@ -41,3 +42,19 @@ def test_every_option_shows_its_default() -> None:
         and "required" not in (param.help or "").lower()
     ]
     assert silent == []
+
+
+def test_default_texts_in_help_strings_are_rendered() -> None:
+    """A default written into a help string reaches the rendered help (rich once read
+    "[default: none]" as markup and printed "(repeatable) .")."""
+    from typer.testing import CliRunner
+
+    _register()
+    for args, text in (
+        (["data", "prepare", "--help"], "(default: none)"),
+        (["pretrain", "--help"], "(default: the size's)"),
+        (["fit", "--help"], "(default: no file)"),
+    ):
+        shown = CliRunner().invoke(app, args, env={"COLUMNS": "220"}).output
+        assert text in shown, args
+        assert not re.search(r" \.(\s|$)", shown), args  # no text eaten before a full stop

@@ -58,32 +58,32 @@ def prepare_cmd(
         typer.Option(help="Use this family's default contract: " + ", ".join(FAMILY_DEFAULTS)),
     ] = None,
     fs: Annotated[
-        float | None, typer.Option(help="Sampling rate in Hz [default: the family's].")
+        float | None, typer.Option(help="Sampling rate in Hz (default: the family's).")
     ] = None,
     length: Annotated[
-        int | None, typer.Option(help="Samples per record [default: the family's].")
+        int | None, typer.Option(help="Samples per record (default: the family's).")
     ] = None,
     highpass: Annotated[float, typer.Option(help="High-pass cut-off in Hz (0: none).")] = 0.5,
     lowpass: Annotated[float, typer.Option(help="Low-pass cut-off in Hz (0: none).")] = 0.0,
     rate: Annotated[
         int | None,
-        typer.Option(help="Source rate where a dataset has several [default: the reader's]."),
+        typer.Option(help="Source rate where a dataset has several (default: the reader's)."),
     ] = None,
     scoring: Annotated[
         Path | None,
         typer.Option(
-            help="physionet2021: folder of the official scoring tables [default: the 2021 "
-            "tables packaged with ecgscale]."
+            help="physionet2021: folder of the official scoring tables (default: the 2021 "
+            "tables packaged with ecgscale)."
         ),
     ] = None,
     outcomes: Annotated[
         Path | None,
-        typer.Option(help="mimic_iv_ecg: CSV keyed by study_id or subject_id [default: none]."),
+        typer.Option(help="mimic_iv_ecg: CSV keyed by study_id or subject_id (default: none)."),
     ] = None,
     option: Annotated[
         list[str] | None,
         typer.Option(
-            "--option", "-o", help="Reader option KEY=VALUE (repeatable) [default: none]."
+            "--option", "-o", help="Reader option KEY=VALUE (repeatable) (default: none)."
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of folds when the source has none.")] = 0,

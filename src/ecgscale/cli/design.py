@@ -39,7 +39,7 @@ def _budgets(text: str | None) -> list[float] | None:
 @design_app.command("sample")
 def sample_cmd(
     space: Annotated[
-        Path | None, typer.Argument(help="Design-space YAML [default: Jabareen et al. 2026].")
+        Path | None, typer.Argument(help="Design-space YAML (default: Jabareen et al. 2026).")
     ] = None,
     n: Annotated[int, typer.Option("--n", help="Networks to sample.")] = 40,
     out: Annotated[Path, typer.Option(help="Folder for samples.csv, design.yaml.")] = Path(
@@ -49,8 +49,8 @@ def sample_cmd(
     study: Annotated[
         Path | None,
         typer.Option(
-            help="YAML with a `study:` section (store, labels, budget) [default: the "
-            "space file's own]."
+            help="YAML with a `study:` section (store, labels, budget) (default: the "
+            "space file's own)."
         ),
     ] = None,
 ) -> None:
@@ -102,20 +102,20 @@ def analyze_cmd(
     results: Annotated[Path, typer.Argument(help="results.sqlite of a design study.")],
     out: Annotated[
         Path | None,
-        typer.Option(help="Folder for figures and design.json [default: RESULTS folder/analysis]."),
+        typer.Option(help="Folder for figures and design.json (default: RESULTS folder/analysis)."),
     ] = None,
     samples: Annotated[
-        Path | None, typer.Option(help="samples.csv [default: next to RESULTS].")
+        Path | None, typer.Option(help="samples.csv (default: next to RESULTS).")
     ] = None,
     budgets: Annotated[
         str | None,
         typer.Option(
-            help="Forward FLOPs per record to recommend networks for [default: 1e7,1e8,1e9]."
+            help="Forward FLOPs per record to recommend networks for (default: 1e7,1e8,1e9)."
         ),
     ] = None,
     metric: Annotated[
         str | None,
-        typer.Option(help="Metric of task id [default: challenge2021 if recorded, else auroc]."),
+        typer.Option(help="Metric of task id (default: challenge2021 if recorded, else auroc)."),
     ] = None,
     surrogate: Annotated[str, typer.Option(help="gbr (gradient boosting) or rf.")] = "gbr",
     boot: Annotated[int, typer.Option(help="Bootstrap refits for the SHAP intervals.")] = 100,

@@ -117,13 +117,13 @@ def register(app: typer.Typer) -> None:
         x: Annotated[
             str | None,
             typer.Option(
-                help="Fit the loss against this column alone (e.g. n_labels) [default: N and D]."
+                help="Fit the loss against this column alone (e.g. n_labels) (default: N and D)."
             ),
         ] = None,
         out: Annotated[
             Path | None,
             typer.Option(
-                help="Write every fit, interval and diagnostic as JSON [default: no file]."
+                help="Write every fit, interval and diagnostic as JSON (default: no file)."
             ),
         ] = None,
         n_boot: Annotated[int, typer.Option(help="Bootstrap resamples per fit.")] = 4000,

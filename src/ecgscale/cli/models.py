@@ -67,8 +67,8 @@ def list_command(
 @models_app.command("ladder")
 def ladder_command(
     family: str = typer.Argument(..., help="A registered model (see `ecgscale models list`)."),
-    fs: float = typer.Option(None, "--fs", help="Sampling rate in Hz [default: the family's]."),
-    length: int = typer.Option(None, "--length", help="Samples per lead [default: the family's]."),
+    fs: float = typer.Option(None, "--fs", help="Sampling rate in Hz (default: the family's)."),
+    length: int = typer.Option(None, "--length", help="Samples per lead (default: the family's)."),
     leads: int = typer.Option(12, "--leads", help="Leads per record."),
     classes: int = typer.Option(
         0, "--classes", help="Also show a linear head's parameters for this many classes."

@@ -154,7 +154,7 @@ def pretrain_cmd(
         typer.Option(
             "--model-config",
             "-m",
-            help="Model option KEY=VALUE (repeatable) [default: the size's].",
+            help="Model option KEY=VALUE (repeatable) (default: the size's).",
         ),
     ] = None,
     objective_option: Annotated[
@@ -162,12 +162,12 @@ def pretrain_cmd(
         typer.Option(
             "--objective-option",
             "-O",
-            help="Objective option KEY=VALUE (repeatable) [default: none].",
+            help="Objective option KEY=VALUE (repeatable) (default: none).",
         ),
     ] = None,
     config: Annotated[
         Path | None,
-        typer.Option(help="YAML/JSON file of TrainConfig fields (a base) [default: none]."),
+        typer.Option(help="YAML/JSON file of TrainConfig fields (a base) (default: none)."),
     ] = None,
     tensorboard: Annotated[
         bool | None,

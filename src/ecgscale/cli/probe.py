@@ -174,7 +174,7 @@ def probe_cmd(
     c_grid: Annotated[
         str | None,
         typer.Option(
-            help="Inverse L2 strengths, e.g. 0.001,0.01,1 [default: 1e-4-10, 11 log steps]."
+            help="Inverse L2 strengths, e.g. 0.001,0.01,1 (default: 1e-4-10, 11 log steps)."
         ),
     ] = None,
     scoring: Annotated[

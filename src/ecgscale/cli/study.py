@@ -183,7 +183,7 @@ def status_cmd(spec_path: SpecArg) -> None:
 def export_cmd(
     spec_path: SpecArg,
     out: Annotated[
-        Path | None, typer.Option(help="File (.parquet or .csv) [default: OUT/results.parquet].")
+        Path | None, typer.Option(help="File (.parquet or .csv) (default: OUT/results.parquet).")
     ] = None,
     labels: Annotated[
         bool,
@@ -215,7 +215,7 @@ def export_cmd(
 
 def report_cmd(
     spec_path: SpecArg,
-    out: Annotated[Path | None, typer.Option(help="Report folder [default: OUT/report].")] = None,
+    out: Annotated[Path | None, typer.Option(help="Report folder (default: OUT/report).")] = None,
 ) -> None:
     """Fit the scaling laws of a study and write its HTML report and figures."""
     from ecgscale.study.study import Study

@@ -24,11 +24,11 @@ def list_cmd(
     root: Annotated[
         Path | None,
         typer.Option(
-            help="Folder of prepared stores, one per dataset (ROOT/<dataset>) [default: none]."
+            help="Folder of prepared stores, one per dataset (ROOT/<dataset>) (default: none)."
         ),
     ] = None,
     file: Annotated[
-        list[Path] | None, typer.Option(help="Extra task YAML file (repeatable) [default: none].")
+        list[Path] | None, typer.Option(help="Extra task YAML file (repeatable) (default: none).")
     ] = None,
 ) -> None:
     """Show every task; with --root, its records (train/val/test) and classes instead of its
