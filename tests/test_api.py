@@ -106,3 +106,11 @@ def test_study_from_yaml_plans_the_demo() -> None:
     runs = study.plan()
     assert runs and {r.family for r in runs} == {f.name for f in study.spec.families}
     assert len({r.run_id for r in runs}) == len(runs)
+
+
+def test_short_probe_name_is_the_estimator() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((200, 4))
+    y = (x[:, 0] > 0).astype(int)
+    fitted = ecgscale.probe("binary").fit(x, y)
+    assert isinstance(fitted, ecgscale.LinearProbe) and fitted.score(x, y) > 0.9

@@ -97,3 +97,7 @@ class LinearProbe:
         if self.kind == "multiclass":
             y = np.eye(outputs.shape[1])[y]
         return M.auroc(y.reshape(len(y), -1), outputs).macro
+
+
+probe = LinearProbe
+"""`ecgscale.probe("multilabel").fit(X, y)`: the estimator under its short public name."""
