@@ -134,6 +134,21 @@ def _gone(owner: str) -> bool:
     return False
 
 
+def _use_wal(db: sqlite3.Connection, wait_s: float = 60.0) -> None:
+    """Switch the file to write-ahead logging. Changing the journal mode can answer "database is
+    locked" at once, without the busy timeout, while another runner opens the same new file; so
+    retry for up to `wait_s` seconds."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class Results:
     """Handle on a study's `results.sqlite`; every method opens its own short transaction."""
 
@@ -141,7 +156,7 @@ class Results:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as db:
-            db.execute("PRAGMA journal_mode=WAL")
+            _use_wal(db)
             db.executescript(_SCHEMA)
             with db:
                 db.execute("BEGIN IMMEDIATE")  # one runner at a time adds missing columns
