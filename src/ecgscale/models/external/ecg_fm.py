@@ -330,9 +330,12 @@ def _checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 
 
 def _pickled_objects(path: Path) -> str:
-    """The globals a weights-only load refuses in `path`, comma-separated ("" if unknown)."""
+    """The globals a weights-only load refuses in `path` (beyond the plain containers it allows),
+    sorted and comma-separated ("" if unknown)."""
     try:
-        return ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)[:3])
+        with torch.serialization.safe_globals(PLAIN_CONTAINERS):
+            refused = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        return ", ".join(sorted(refused)[:3])
     except (OSError, RuntimeError, ValueError):
         return ""
 
