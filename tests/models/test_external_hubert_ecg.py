@@ -16,7 +16,11 @@ from safetensors.torch import save_file
 from ecgscale.errors import ConfigError
 from ecgscale.models.external import get_adapter, load_external
 from ecgscale.models.external.weightnorm import weight_norm_names
-from fixtures.external_checkpoints import assert_same_tensors, perturbed, raises_one_line
+from fixtures.external_checkpoints import (
+    assert_round_trip,
+    perturbed,
+    raises_one_line,
+)
 
 # The optional dependency; its modeling code takes seconds to import, once per session.
 pytest.importorskip("transformers.models.hubert.modeling_hubert")
@@ -75,13 +79,7 @@ def test_round_trip_keeps_every_tensor(folder: Path, tmp_path: Path) -> None:
     with open(folder / "model.safetensors", "rb") as f:
         header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
     assert "encoder.pos_conv_embed.conv.weight_g" in header  # the spelling every version reads
-    loaded = ADAPTER.load(folder)
-    net = small()
-    assert_same_tensors(net, loaded)
-    ADAPTER.save(loaded, tmp_path / "again")
-    assert_same_tensors(net, ADAPTER.load(tmp_path / "again"))
-    x = torch.randn(2, 12, 500)
-    assert torch.equal(net(x), loaded(x))
+    assert_round_trip(ADAPTER, small(), folder, tmp_path / "again", torch.randn(2, 12, 500))
 
 
 def test_embedding_is_transformers_hubert_mean_over_min_max_scaled_leads(folder: Path) -> None:

@@ -13,8 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ecgscale.cli.probe import _floats
-from ecgscale.errors import ConfigError
+from ecgscale.cli.probe import StoresOption, TasksOption, _floats, _stores
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,20 +25,6 @@ console = Console()
 
 def register(app: typer.Typer) -> None:
     app.command("benchmark")(benchmark_cmd)
-
-
-def _store_paths(items: list[str]) -> dict[str, Path]:
-    """`NAME=DIR` or `DIR` (named by its dataset) -> store folders by name."""
-    from ecgscale.data.store import Store
-
-    stores: dict[str, Path] = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        name = name.strip() if sep else str(Store(item).manifest.get("name"))
-        if not name or name in stores:
-            raise ConfigError(f"--store {item!r}: expected NAME=DIR with a new, non-empty NAME")
-        stores[name] = Path(path if sep else item)
-    return stores
 
 
 def summary_table(summary: pd.DataFrame) -> Table:
@@ -72,13 +57,8 @@ def benchmark_cmd(
             "(repeatable)."
         ),
     ],
-    task: Annotated[
-        list[str], typer.Option(help="Task name, or NAME@STORE to pick a store (repeatable).")
-    ],
-    store: Annotated[
-        list[str],
-        typer.Option(help="Store as NAME=DIR, or DIR named by its dataset (repeatable)."),
-    ],
+    task: TasksOption,
+    store: StoresOption,
     out: Annotated[Path, typer.Option(help="Output folder (resumed when it exists).")] = Path(
         "benchmark"
     ),
@@ -109,7 +89,7 @@ def benchmark_cmd(
     config = BenchmarkConfig(
         models=model,
         tasks=task,
-        stores=_store_paths(store),
+        stores={name: opened.path for name, opened in _stores(store).items()},
         protocols=[p.strip() for p in protocol.split(",") if p.strip()],
         fractions=_floats(fractions, "--fractions") or [1.0],
         draws=draws,

@@ -23,6 +23,14 @@ if TYPE_CHECKING:
 
 console = Console()
 
+TasksOption = Annotated[
+    list[str], typer.Option(help="Task name, or NAME@STORE to pick a store (repeatable).")
+]
+StoresOption = Annotated[
+    list[str], typer.Option(help="Store as NAME=DIR, or DIR named by its dataset (repeatable).")
+]
+"""The `--task` and `--store` options of `probe` and `benchmark` (parsed by `_stores`)."""
+
 
 def register(app: typer.Typer) -> None:
     app.command("probe")(probe_cmd)
@@ -155,13 +163,8 @@ def probe_cmd(
             help="Run directory, or external model ADAPTER:PATH / module:function (repeatable)."
         ),
     ],
-    task: Annotated[
-        list[str], typer.Option(help="Task name, or NAME@STORE to pick a store (repeatable).")
-    ],
-    store: Annotated[
-        list[str],
-        typer.Option(help="Store as NAME=DIR, or DIR named by its dataset (repeatable)."),
-    ],
+    task: TasksOption,
+    store: StoresOption,
     out: Annotated[Path, typer.Option(help="Results table (.csv or .parquet).")] = Path(
         "probe_results.csv"
     ),

@@ -117,12 +117,14 @@ def _span(values: list[int]) -> str:
     return str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}"
 
 
-def _run(
-    spec_path: Path,
-    mlflow_uri: str | None = None,
-    mlflow_experiment: str | None = None,
-    tensorboard: bool | None = None,
+@study_app.command("run")
+def run_cmd(
+    spec_path: SpecArg,
+    mlflow_uri: MlflowUri = None,
+    mlflow_experiment: MlflowExperiment = None,
+    tensorboard: TensorBoard = None,
 ) -> None:
+    """Run every run of the study that is not finished (finished runs are skipped)."""
     from ecgscale.study.study import Study
 
     start = time.perf_counter()
@@ -139,26 +141,8 @@ def _run(
         raise UserError(f"{len(failed)} runs failed; see `ecgscale study status {spec_path}`")
 
 
-@study_app.command("run")
-def run_cmd(
-    spec_path: SpecArg,
-    mlflow_uri: MlflowUri = None,
-    mlflow_experiment: MlflowExperiment = None,
-    tensorboard: TensorBoard = None,
-) -> None:
-    """Run every run of the study that is not finished (finished runs are skipped)."""
-    _run(spec_path, mlflow_uri, mlflow_experiment, tensorboard)
-
-
-@study_app.command("resume")
-def resume_cmd(
-    spec_path: SpecArg,
-    mlflow_uri: MlflowUri = None,
-    mlflow_experiment: MlflowExperiment = None,
-    tensorboard: TensorBoard = None,
-) -> None:
-    """Continue an interrupted study: unfinished runs restart from their last checkpoint."""
-    _run(spec_path, mlflow_uri, mlflow_experiment, tensorboard)
+RESUME_HELP = "Continue an interrupted study: unfinished runs restart from their last checkpoint."
+study_app.command("resume", help=RESUME_HELP)(run_cmd)
 
 
 @study_app.command("status")

@@ -189,6 +189,24 @@ def brier_score(y_true: np.ndarray, y_prob: np.ndarray) -> float:
     return float(_brier_per_record(y_true, y_prob).mean())
 
 
+def _calibration_pairs(
+    y_true: np.ndarray, y_prob: np.ndarray, n_bins: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The probabilities and float64 outcomes that ECE bins, both `(records, k)`: per label for
+    binary/multi-label input, the top-label confidence and its correctness (k = 1) for
+    multi-class."""
+    if n_bins < 1:
+        raise UserError(f"n_bins={n_bins}: expected a positive number of bins")
+    if _is_multiclass(y_true, y_prob):
+        labels, probs = _multiclass_pair(y_true, y_prob)
+        _check_probabilities(probs)
+        correct = probs.argmax(axis=1) == labels
+        return probs.max(axis=1)[:, None], correct[:, None].astype(np.float64)
+    y, p = _binary_pair(y_true, y_prob)
+    _check_probabilities(p)
+    return p, y.astype(np.float64)
+
+
 def expected_calibration_error(y_true: np.ndarray, y_prob: np.ndarray, n_bins: int = 15) -> float:
     """Expected calibration error with `n_bins` equal-width probability bins on [0, 1].
 
@@ -198,17 +216,7 @@ def expected_calibration_error(y_true: np.ndarray, y_prob: np.ndarray, n_bins: i
     over labels. Multi-class: the top-label ECE of Guo et al. (2017): the confidence (largest
     probability) against whether the arg-max class is correct.
     """
-    if n_bins < 1:
-        raise UserError(f"n_bins={n_bins}: expected a positive number of bins")
-    if _is_multiclass(y_true, y_prob):
-        labels, probs = _multiclass_pair(y_true, y_prob)
-        _check_probabilities(probs)
-        p = probs.max(axis=1)[:, None]
-        outcome = (probs.argmax(axis=1) == labels)[:, None].astype(np.float64)
-    else:
-        y, p = _binary_pair(y_true, y_prob)
-        _check_probabilities(p)
-        outcome = y.astype(np.float64)
+    p, outcome = _calibration_pairs(y_true, y_prob, n_bins)
     n, k = p.shape
     bins = np.minimum((p * n_bins).astype(np.int64), n_bins - 1) + n_bins * np.arange(k)
     gap = np.bincount(bins.ravel(), (outcome - p).ravel(), minlength=n_bins * k)
@@ -413,17 +421,7 @@ def weighted_ece(
 ) -> np.ndarray:
     """`expected_calibration_error` `(replicates,)` under record weights (same bins and
     binary/multi-label/multi-class definitions)."""
-    if n_bins < 1:
-        raise UserError(f"n_bins={n_bins}: expected a positive number of bins")
-    if _is_multiclass(y_true, y_prob):
-        labels, probs = _multiclass_pair(y_true, y_prob)
-        _check_probabilities(probs)
-        p = probs.max(axis=1)[:, None]
-        outcome = (probs.argmax(axis=1) == labels)[:, None].astype(np.float64)
-    else:
-        y, p = _binary_pair(y_true, y_prob)
-        _check_probabilities(p)
-        outcome = y.astype(np.float64)
+    p, outcome = _calibration_pairs(y_true, y_prob, n_bins)
     w = np.atleast_2d(np.asarray(weights, np.float64))
     n, k = p.shape
     bins = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)

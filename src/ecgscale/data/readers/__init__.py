@@ -92,6 +92,18 @@ def get_reader(name: str) -> ReaderFn:
     return _READERS[name]
 
 
+def positive_option(value: Any, name: str, cast: type = int, what: str = "number") -> Any:
+    """A reader option that must be positive, as `cast` (it may come from the command line as
+    text); otherwise a one-line `ConfigError` naming the option."""
+    try:
+        number = cast(value)
+    except ValueError:
+        number = cast(0)
+    if not number > 0:
+        raise ConfigError(f"{name} {value!r}: expected a positive {what}")
+    return number
+
+
 def require_files(src: Path, *names: str) -> None:
     """Raise a one-line `DataError` naming the first missing file or folder under `src`."""
     from ecgscale.errors import DataError

@@ -50,10 +50,16 @@ import numpy as np
 import pandas as pd
 
 from ecgscale.data.preprocess import STANDARD_LEADS
-from ecgscale.data.readers import Skip, Source, register_reader, require_files
+from ecgscale.data.readers import (
+    Skip,
+    Source,
+    positive_option,
+    register_reader,
+    require_files,
+)
 from ecgscale.data.store import Record
 from ecgscale.data.synth import CODE_LABELS
-from ecgscale.errors import ConfigError, DataError
+from ecgscale.errors import DataError
 
 FS = 400.0
 CHUNK = 128  # exams per HDF5 read: 128 x 4096 x 12 float32 = 25 MB
@@ -128,17 +134,6 @@ def iter_chunks(tracings: h5py.Dataset, chunk: int) -> Iterator[tuple[int, np.nd
         yield start, block.transpose(0, 2, 1)
 
 
-def _chunk(chunk: int | str) -> int:
-    """`chunk` as a positive int (it may come from the command line as text)."""
-    try:
-        value = int(chunk)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ConfigError(f"chunk {chunk!r}: expected a positive number of exams")
-    return value
-
-
 def _part_files(src: Path) -> list[Path]:
     parts = [p for p in src.iterdir() if _PART.fullmatch(p.name)]
     return sorted(parts, key=lambda p: int(_PART.fullmatch(p.name).group(1)))  # type: ignore[union-attr]
@@ -147,7 +142,7 @@ def _part_files(src: Path) -> list[Path]:
 @register_reader("code")
 def read_code(src: Path, *, chunk: int | str = CHUNK) -> Source:
     """Read CODE or CODE-15% at `src`, streaming `chunk` exams at a time from each part file."""
-    src, chunk = Path(src), _chunk(chunk)
+    src, chunk = Path(src), positive_option(chunk, "chunk", what="number of exams")
     require_files(src, "exams.csv")
     parts = _part_files(src)
     if not parts:
@@ -228,7 +223,7 @@ def _record(
 @register_reader("code_test")
 def read_code_test(src: Path, *, chunk: int | str = CHUNK) -> Source:
     """Read the CODE-test set at `src` (827 exams annotated by cardiologists)."""
-    src, chunk = Path(src), _chunk(chunk)
+    src, chunk = Path(src), positive_option(chunk, "chunk", what="number of exams")
     gold_path = Path("annotations") / "gold_standard.csv"
     require_files(src, "ecg_tracings.hdf5", str(gold_path))
     gold = pd.read_csv(src / gold_path)

@@ -94,7 +94,7 @@ import numpy as np
 import pandas as pd
 
 from ecgscale.data.preprocess import STANDARD_LEADS
-from ecgscale.data.readers import Skip, Source, register_reader
+from ecgscale.data.readers import Skip, Source, positive_option, register_reader
 from ecgscale.data.splits import folds_of_splits
 from ecgscale.data.store import Record
 from ecgscale.errors import ConfigError, DataError
@@ -155,26 +155,6 @@ _TRUE, _FALSE = {"1", "1.0", "true"}, {"0", "0.0", "false"}
 def waves_file(split: str) -> str:
     """File name of the waveforms of one split."""
     return f"EchoNext_{split}_waveforms.npy"
-
-
-def _positive(value: int | str, name: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise ConfigError(f"{name} {value!r}: expected a positive number")
-    return number
-
-
-def _float(value: float | str, name: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = 0.0
-    if not number > 0:
-        raise ConfigError(f"{name} {value!r}: expected a positive number")
-    return number
 
 
 def _metadata_path(src: Path, metadata: str | Path | None) -> Path:
@@ -273,7 +253,8 @@ def read_echonext(
     no_split = str(no_split).strip().lower()
     if no_split not in _NO_SPLIT_MODES:
         raise ConfigError(f"no_split {no_split!r}: expected one of {', '.join(_NO_SPLIT_MODES)}")
-    chunk, uv = _positive(chunk, "chunk"), _float(uv_per_count, "uv_per_count")
+    chunk = positive_option(chunk, "chunk")
+    uv = positive_option(uv_per_count, "uv_per_count", float)
     csv = _metadata_path(src, metadata)
     table = pd.read_csv(csv, low_memory=False)
     missing = [c for c in ("split", "patient_key", *FLAGS) if c not in table.columns]
