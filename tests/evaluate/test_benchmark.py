@@ -115,6 +115,11 @@ def test_bad_benchmark_options_are_one_line(models, ptbxl_100hz_store, tmp_path,
     base = ["benchmark", "--store", str(ptbxl_100hz_store.path), "--task", TASKS[0]]
     assert _status([*base, "--model", models[0], "--protocol", "linear,zero-shot"]) == 2
     assert _status([*base, "--model", str(tmp_path / "no-run")]) == 2
+    out = tmp_path / "regression"
+    regression = ["--model", models[0], "--task", "ptbxl_age", "--out", str(out)]
+    assert _status([*base, *regression]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and "zero-shot" in err[0] and "no-run" in err[1]
+    assert len(err) == 3 and "zero-shot" in err[0] and "no-run" in err[1]
+    assert "ptbxl_age: benchmarks score AUROC" in err[2]
     assert not (tmp_path / "benchmark").exists()
+    assert not out.exists()  # refused before anything was written

@@ -211,12 +211,10 @@ def _run_cell(cell: Cell, config: BenchmarkConfig, cache_dir: Path) -> CellResul
 
         data = get_task(cell.task_name).load(cell.store)
         rows = [
-            {**row, "protocol": cell.protocol, "fraction": cell.fraction, "draw": cell.draw}
+            {**row, "task": cell.task, "protocol": cell.protocol, "fraction": cell.fraction,
+             "draw": cell.draw}
             for row in finetune_rows(cell.model, result)
-        ]
-        rows = [{**row, "task": cell.task} for row in rows]
-    if data.kind == "regression":
-        raise ConfigError(f"task {cell.task_name}: benchmarks score AUROC; expected a classifier")
+        ]  # fmt: skip
     truth = _indicators(data.kind, data.y[data.test], len(data.classes))
     scores = np.asarray(result.test_outputs, np.float64).reshape(truth.shape)
     return CellResult(cell, rows, truth, scores, time.perf_counter() - start, cached=False)
@@ -249,12 +247,16 @@ def _load_cell(path: Path, cell: Cell) -> CellResult | None:
 def plan_cells(config: BenchmarkConfig) -> list[Cell]:
     """Every cell of the benchmark, models outermost; checks models, tasks and stores first."""
     from ecgscale.evaluate.tasks import task_store
+    from ecgscale.tasks import get_task
 
     stores = {name: Store(path) for name, path in config.stores.items()}
     models = config.named_models()
     for ref in models.values():
         ModelSource.of(ref)  # a missing run or unknown adapter fails before any work
     tasks = [(task, *task_store(task, stores)) for task in config.tasks]
+    for _, task_name, _ in tasks:
+        if get_task(task_name).kind == "regression":
+            raise ConfigError(f"task {task_name}: benchmarks score AUROC; expected a classifier")
     cells = []
     for name, ref in models.items():
         for label, task_name, store in tasks:
@@ -280,9 +282,9 @@ def run_benchmark(
 
     start = time.perf_counter()
     out = Path(out)
+    cells = plan_cells(config)  # bad models, tasks or stores fail before anything is written
     cells_dir = out / "cells"
     cells_dir.mkdir(parents=True, exist_ok=True)
-    cells = plan_cells(config)
     results: list[CellResult] = []
     for i, cell in enumerate(cells):
         path = cells_dir / cell.key(config)
@@ -295,9 +297,7 @@ def run_benchmark(
             on_cell(result, i + 1, len(cells))
     table = write_table([row for r in results for row in r.rows], out / "benchmark.csv")
     summary = summarise(results, config)
-    tmp = out / f".summary.csv.tmp-{os.getpid()}"
-    summary.to_csv(tmp, index=False)
-    os.replace(tmp, out / "summary.csv")
+    atomic_write(out / "summary.csv", summary.to_csv(index=False))
     from ecgscale.report.benchmark import save_figures
 
     save_figures(summary, out)
@@ -305,10 +305,6 @@ def run_benchmark(
         table, summary, out, len(cells), sum(not r.cached for r in results),
         time.perf_counter() - start,
     )  # fmt: skip
-
-
-def _resampled_auroc(truth: np.ndarray, scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    return M.weighted_auroc(truth, scores, counts)
 
 
 def summarise(results: Sequence[CellResult], config: BenchmarkConfig) -> pd.DataFrame:
@@ -332,8 +328,8 @@ def summarise(results: Sequence[CellResult], config: BenchmarkConfig) -> pd.Data
             if len(n_test) != 1:
                 raise DataError(f"task {task}: test splits differ between models or draws")
             ones = np.ones((1, len(items[0].truth)))
-            point = float(np.mean([_resampled_auroc(r.truth, r.scores, ones)[0] for r in items]))
-            boot = np.mean([_resampled_auroc(r.truth, r.scores, counts[task]) for r in items], 0)
+            point = float(np.mean([M.weighted_auroc(r.truth, r.scores, ones)[0] for r in items]))
+            boot = np.mean([M.weighted_auroc(r.truth, r.scores, counts[task]) for r in items], 0)
             per_task.append((point, boot))
             rows.append(
                 _summary_row(
