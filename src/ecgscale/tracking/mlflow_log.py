@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import numbers
 import os
 import re
 import time
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ecgscale.tracking import require
+from ecgscale.tracking import number, record_scalars, require
 
 RUN_ID_TAG = "ecgscale.run_id"
 STUDY_TAG = "ecgscale.study"
@@ -119,12 +118,6 @@ def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return None
-    return float(value)
-
-
 def log_records(path: Path) -> list[dict[str, Any]]:
     """The trainer's log (`metrics.jsonl`), one record per (kind, step): the last one where a
     resumed run wrote a step twice."""
@@ -141,11 +134,9 @@ def log_records(path: Path) -> list[dict[str, Any]]:
 def step_metrics(records: Iterable[dict[str, Any]]) -> Iterator[tuple[str, float, int]]:
     """(`KIND/FIELD`, value, step) of every numeric field of the log records."""
     for record in records:
-        kind, step = record.get("kind", "train"), int(record["step"])
-        for key, value in record.items():
-            number = _number(value)
-            if key not in ("kind", "step") and number is not None:
-                yield metric_key(f"{kind}/{key}"), number, step
+        step = int(record["step"])
+        for key, value in record_scalars(record).items():
+            yield metric_key(key), value, step
 
 
 class MlflowRun:
@@ -240,7 +231,7 @@ class MlflowRun:
 
 def final_metrics(values: dict[str, Any], step: int) -> list[tuple[str, float, int]]:
     """(key, value, step) of the numeric entries of `values` (NaN and inf as they are)."""
-    numbers_ = ((metric_key(k), _number(v)) for k, v in values.items())
+    numbers_ = ((metric_key(k), number(v)) for k, v in values.items())
     return [(k, v, step) for k, v in numbers_ if v is not None]
 
 

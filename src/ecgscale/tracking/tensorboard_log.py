@@ -9,15 +9,13 @@ stay equal to the log. Only rank 0 writes.
 
 from __future__ import annotations
 
-import numbers
 from pathlib import Path
 from typing import Any
 
-from ecgscale.tracking import require
+from ecgscale.tracking import record_scalars, require
 
 EVENTS_DIR = "tb"  # under the run folder, for `TrainConfig.tensorboard: true`
 EVENT_PREFIX = "events.out.tfevents."
-_NOT_SCALARS = ("kind", "step")
 
 
 def events_dir(setting: bool | Path, out: Path) -> Path | None:
@@ -25,18 +23,6 @@ def events_dir(setting: bool | Path, out: Path) -> Path | None:
     if setting is False:
         return None
     return out / EVENTS_DIR if setting is True else Path(setting)
-
-
-def scalars(record: dict[str, Any]) -> dict[str, float]:
-    """`KIND/FIELD -> value` of a log record's numeric fields."""
-    kind = record.get("kind", "train")
-    return {
-        f"{kind}/{key}": float(value)
-        for key, value in record.items()
-        if key not in _NOT_SCALARS
-        and isinstance(value, numbers.Real)
-        and not isinstance(value, bool)
-    }
 
 
 def check_installed() -> None:
@@ -71,14 +57,14 @@ class TensorBoardLog:
 
     def log(self, record: dict[str, Any]) -> None:
         step = int(record["step"])
-        for tag, value in scalars(record).items():
+        for tag, value in record_scalars(record).items():
             self.writer.add_scalar(tag, value, step)
         if record.get("kind") == "val":
             self.writer.flush()
 
     def finish(self, step: int, test_metrics: dict[str, float]) -> None:
         """`test/*` scalars at the last step, then close the files."""
-        for tag, value in scalars({"kind": "test", **test_metrics}).items():
+        for tag, value in record_scalars({"kind": "test", **test_metrics}).items():
             self.writer.add_scalar(tag, value, step)
         self.close()
 
