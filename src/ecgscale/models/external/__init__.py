@@ -47,7 +47,7 @@ from torch import nn
 
 from ecgscale.data.preprocess import STANDARD_LEADS
 from ecgscale.errors import ConfigError, DataError
-from ecgscale.models.base import Encoder, count_parameters
+from ecgscale.models.base import Encoder
 
 
 @dataclass(frozen=True)
@@ -345,9 +345,3 @@ def load_external(ref: ExternalRef | str, store_fs: float) -> AdaptedEncoder:
     with torch.random.fork_rng(devices=[]):
         network, contract = load_network(parsed)
     return AdaptedEncoder(network, contract, store_fs)
-
-
-def external_parameters(ref: ExternalRef) -> int:
-    """Trainable parameters of the external network (N on scaling plots)."""
-    network, _ = load_network(ref)
-    return count_parameters(network)
