@@ -68,7 +68,7 @@ admissions or stays) and `diagnoses_icd` is streamed in chunks of only the colum
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,11 +100,6 @@ _SPAN = ("span", "subject_id", "start", "end")
 def icu_column(hours: int) -> str:
     """Metadata column of ICU admission within `hours` h."""
     return f"icu_{hours}h"
-
-
-def derived_columns(icu_hours: Iterable[int]) -> list[str]:
-    """Metadata columns written from the MIMIC-IV tables."""
-    return ["hadm_id", "icd10_coded", "mortality", *map(icu_column, icu_hours), "sex", "age"]
 
 
 # ------------------------------------------------------------------------------------------------
