@@ -261,10 +261,6 @@ def result_rows(
     return [row for row in rows if np.isfinite(row["value"])]
 
 
-INTERVAL_SUFFIXES: tuple[str, ...] = ("_lo", "_hi", "_defined")
-"""Suffixes of the rows that carry a metric's bootstrap interval (see the module docstring)."""
-
-
 def interval_table(table: pd.DataFrame | Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """The tidy table with each metric's interval beside it: the `<metric>_lo`, `<metric>_hi`
     and `<metric>_defined` rows become columns `lo`, `hi` and `defined` (1.0 where every

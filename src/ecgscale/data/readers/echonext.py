@@ -119,7 +119,6 @@ FLAGS: tuple[str, ...] = (
     "tr_max_gte_32_flag",
     "shd_moderate_or_greater_flag",
 )
-COMPOSITE = "shd_moderate_or_greater_flag"
 CLASSES: tuple[str, ...] = tuple(f.removesuffix("_flag") for f in FLAGS)
 LABEL_SET = "shd"
 EXTRA: tuple[str, ...] = (
